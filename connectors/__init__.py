@@ -1,0 +1,1 @@
+"""Connectors: one package per agency type; parsing and mapping pure, transport at the edge."""

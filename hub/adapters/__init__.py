@@ -1,0 +1,1 @@
+"""Adapters: Kafka producers, SQL repositories, key store, rules loader, FHIR mapping."""

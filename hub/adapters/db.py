@@ -1,0 +1,108 @@
+"""SQL read model tables (SQLAlchemy Core): inboxes, timelines, API clients. Kafka is the record."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+_TS = sa.DateTime(timezone=True)
+
+referrals = sa.Table(
+    "referrals",
+    metadata,
+    sa.Column("referral_id", sa.String(64), primary_key=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("sender_org", sa.String(100), nullable=False, index=True),
+    sa.Column("sender_type", sa.String(40), nullable=False),
+    sa.Column("student_pseudonym", sa.String(100), nullable=False, index=True),
+    sa.Column("risk_level", sa.Integer, nullable=False),
+    sa.Column("priority", sa.String(20), nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("town", sa.String(60)),
+    sa.Column("submitted_at", _TS, nullable=False),
+    sa.Column("routed_at", _TS),
+    sa.Column("ruleset_version", sa.String(80)),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, index=True),
+    sa.Column("recipient_org", sa.String(100), nullable=False, index=True),
+    sa.Column("recipient_type", sa.String(40), nullable=False),
+    sa.Column("sender_org", sa.String(100), nullable=False),
+    sa.Column("purpose", sa.String(40), nullable=False),
+    sa.Column("legal_basis", sa.String(20), nullable=False),
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("priority", sa.String(20), nullable=False),
+    sa.Column("risk_level", sa.Integer, nullable=False),
+    sa.Column("reasons", sa.JSON, nullable=False),
+    sa.Column("town", sa.String(60)),
+    sa.Column("rule_id", sa.String(100), nullable=False),
+    sa.Column("ruleset_version", sa.String(80), nullable=False),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("business_status", sa.String(40)),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+    sa.Column("ack_due", _TS),
+    sa.Column("first_contact_due", _TS),
+    sa.Column("acknowledged_at", _TS),
+    sa.Column("decided_at", _TS),
+    sa.Column("first_contact_at", _TS),
+    sa.Column("closed_at", _TS),
+    sa.Column("sealed_view", sa.Text, nullable=False, default=""),
+    sa.Column("view_key_id", sa.String(80), nullable=False, default=""),
+    # Kafka offsets order events per task; a late duplicate must not move the state backwards.
+    sa.Column("version", sa.Integer, nullable=False, default=0),
+)
+
+timeline = sa.Table(
+    "timeline",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(80), nullable=False, unique=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, index=True),
+    sa.Column("task_id", sa.String(64)),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("from_status", sa.String(30)),
+    sa.Column("to_status", sa.String(30)),
+    sa.Column("business_status", sa.String(40)),
+    sa.Column("actor_org", sa.String(100), nullable=False),
+    sa.Column("actor_role", sa.String(40), nullable=False, default="system"),
+    sa.Column("reason", sa.String(500)),
+    sa.Column("at", _TS, nullable=False),
+)
+
+api_clients = sa.Table(
+    "api_clients",
+    metadata,
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("key_prefix", sa.String(16), nullable=False),
+    sa.Column("org_id", sa.String(100), nullable=False, index=True),
+    sa.Column("label", sa.String(100), nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+)
+
+
+def make_engine(url: str, echo: bool = False) -> sa.Engine:
+    """One engine per process; SQLite gets WAL so the API reads while the worker writes."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def create_schema(engine: sa.Engine) -> None:
+    metadata.create_all(engine)

@@ -1,0 +1,186 @@
+"""SQL implementation of the ReadModel port; every write is idempotent under redelivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.adapters.db import deliveries, referrals, timeline
+from hub.services.port import DeliveryRow
+from schemas.envelope import DeliveryCreated, ReferralSubmitted, TaskStatusChanged
+
+_STATUS_TIMESTAMP = {
+    "received": "acknowledged_at",
+    "accepted": "decided_at",
+    "rejected": "decided_at",
+    "in-progress": "first_contact_at",
+    "completed": "closed_at",
+    "failed": "closed_at",
+    "cancelled": "closed_at",
+    "entered-in-error": "closed_at",
+}
+
+
+def _aware(value: Any) -> Any:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _row(mapping: Any) -> dict[str, Any]:
+    return {k: _aware(v) for k, v in dict(mapping).items()}
+
+
+class SqlReadModel:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def _insert_once(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+        stmt = self._insert(table).values(**values).on_conflict_do_nothing()
+        return bool(conn.execute(stmt).rowcount)
+
+    def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
+        f = event.facts
+        with self._engine.begin() as conn:
+            return self._insert_once(conn, referrals, {
+                "referral_id": event.referral_id,
+                "idempotency_key": event.idempotency_key,
+                "sender_org": f.source_org,
+                "sender_type": f.source_type.value,
+                "student_pseudonym": event.student_pseudonym,
+                "risk_level": int(f.risk_level),
+                "priority": f.priority,
+                "reasons": list(f.reasons),
+                "town": f.town,
+                "submitted_at": event.submitted_at,
+                "routed_at": routed_at,
+                "ruleset_version": ruleset_version,
+            })
+
+    def record_delivery(self, event: DeliveryCreated) -> bool:
+        with self._engine.begin() as conn:
+            inserted = self._insert_once(conn, deliveries, {
+                "delivery_id": event.delivery_id,
+                "task_id": event.task_id,
+                "referral_id": event.referral_id,
+                "recipient_org": event.recipient_org,
+                "recipient_type": event.recipient_type.value,
+                "sender_org": event.sender_org,
+                "purpose": event.purpose,
+                "legal_basis": event.legal_basis,
+                "categories": list(event.categories),
+                "priority": event.priority,
+                "risk_level": int(event.risk_level),
+                "reasons": list(event.reasons),
+                "town": event.town,
+                "rule_id": event.rule_id,
+                "ruleset_version": event.ruleset_version,
+                "status": "requested",
+                "business_status": "delivered",
+                "created_at": event.created_at,
+                "updated_at": event.created_at,
+                "ack_due": event.ack_due,
+                "first_contact_due": event.first_contact_due,
+                "sealed_view": event.sealed_view,
+                "view_key_id": event.view_key_id,
+                "version": 0,
+            })
+            if inserted:
+                self._insert_once(conn, timeline, {
+                    "event_id": event.event_id,
+                    "referral_id": event.referral_id,
+                    "task_id": event.task_id,
+                    "kind": "delivered",
+                    "to_status": "requested",
+                    "business_status": "delivered",
+                    "actor_org": "hub",
+                    "actor_role": "system",
+                    "reason": f"rule {event.rule_id}",
+                    "at": event.created_at,
+                })
+            return inserted
+
+    def record_status(self, event: TaskStatusChanged) -> bool:
+        with self._engine.begin() as conn:
+            if not self._insert_once(conn, timeline, {
+                "event_id": event.event_id,
+                "referral_id": event.referral_id,
+                "task_id": event.task_id,
+                "kind": "status",
+                "from_status": event.from_status,
+                "to_status": event.to_status,
+                "business_status": event.business_status,
+                "actor_org": event.actor_org,
+                "actor_role": event.actor_role,
+                "reason": event.reason,
+                "at": event.at,
+            }):
+                return False
+            values: dict[str, Any] = {
+                "status": event.to_status,
+                "updated_at": event.at,
+                "version": deliveries.c.version + 1,
+            }
+            if event.business_status:
+                values["business_status"] = event.business_status
+            if column := _STATUS_TIMESTAMP.get(event.to_status):
+                values[column] = event.at
+            # Only move forward from the state the event was computed against.
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.task_id == event.task_id)
+                .where(deliveries.c.status == event.from_status)
+                .values(**values)
+            )
+            return True
+
+    def delivery_by_task(self, task_id: str) -> DeliveryRow | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(deliveries).where(deliveries.c.task_id == task_id)).mappings().first()
+        if row is None:
+            return None
+        return DeliveryRow(
+            delivery_id=row["delivery_id"], task_id=row["task_id"], referral_id=row["referral_id"],
+            recipient_org=row["recipient_org"], sender_org=row["sender_org"], status=row["status"],
+            business_status=row["business_status"], version=row["version"],
+        )
+
+    def inbox(self, org_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        q = sa.select(
+            deliveries.c.delivery_id, deliveries.c.task_id, deliveries.c.referral_id,
+            deliveries.c.sender_org, deliveries.c.status, deliveries.c.business_status,
+            deliveries.c.priority, deliveries.c.risk_level, deliveries.c.reasons,
+            deliveries.c.purpose, deliveries.c.legal_basis, deliveries.c.categories,
+            deliveries.c.created_at, deliveries.c.ack_due, deliveries.c.first_contact_due,
+            deliveries.c.view_key_id, deliveries.c.sealed_view,
+        ).where(deliveries.c.recipient_org == org_id)
+        if status:
+            q = q.where(deliveries.c.status == status)
+        q = q.order_by(deliveries.c.risk_level.desc(), deliveries.c.created_at).limit(limit).offset(offset)
+        with self._engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
+    def referral(self, referral_id: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(referrals).where(referrals.c.referral_id == referral_id)).mappings().first()
+        return _row(row) if row else None
+
+    def timeline(self, referral_id: str) -> list[dict[str, Any]]:
+        q = sa.select(timeline).where(timeline.c.referral_id == referral_id).order_by(timeline.c.at, timeline.c.seq)
+        with self._engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
+    def deliveries_of(self, referral_id: str) -> list[dict[str, Any]]:
+        q = sa.select(deliveries).where(deliveries.c.referral_id == referral_id).order_by(deliveries.c.created_at)
+        with self._engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q).mappings()]
+
+    def ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,1 @@
+"""Faust stream processors: thin steps of decode -> service -> encode/send."""

@@ -1,0 +1,18 @@
+"""Services the stream steps call, handed in by bootstrap (agents never build adapters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hub.services.port import Clock
+from hub.services.projection import Project
+from hub.services.routing import RouteReferral
+
+
+@dataclass(frozen=True)
+class PipelineServices:
+    route: RouteReferral
+    project: Project
+    clock: Clock
+    topic_name: Any  # Callable[[str], str]: applies the configured prefix

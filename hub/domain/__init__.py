@@ -1,0 +1,1 @@
+"""Pure domain: lifecycle, consent and minimisation, routing decisions, SLA policy, audit maths."""

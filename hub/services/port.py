@@ -1,0 +1,86 @@
+"""Ports: the Protocols use cases depend on; adapters implement them, bootstrap wires them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from schemas.envelope import DeliveryCreated, Envelope, ReferralFacts, ReferralSubmitted, TaskStatusChanged
+
+
+class EventPublisher(Protocol):
+    async def publish(self, topic: str, key: str, event: Envelope) -> None:
+        """Send and wait until the broker acknowledged (acks=all)."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class PlannedRoute:
+    """One recipient chosen by routing, before consent and sealing."""
+
+    recipient_org: str
+    recipient_type: str
+    purpose: str
+    legal_basis: str
+    priority: str
+    rule_id: str
+    ack_due: datetime | None = None
+    first_contact_due: datetime | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    routes: list[PlannedRoute]
+    ruleset_version: str
+    explanation: list[dict[str, Any]]
+    matched: bool = True
+
+
+class Router(Protocol):
+    def plan(self, facts: ReferralFacts, now: datetime, declined: Sequence[str] = ()) -> RoutingPlan: ...
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    delivery_id: str
+    task_id: str
+    referral_id: str
+    recipient_org: str
+    sender_org: str
+    status: str
+    business_status: str | None
+    version: int
+
+
+class ReadModel(Protocol):
+    def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool: ...
+
+    def record_delivery(self, event: DeliveryCreated) -> bool:
+        """Insert once; return False when this delivery was already projected (a redelivery)."""
+
+    def record_status(self, event: TaskStatusChanged) -> bool: ...
+
+    def delivery_by_task(self, task_id: str) -> DeliveryRow | None: ...
+
+    def inbox(self, org_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]: ...
+
+    def referral(self, referral_id: str) -> dict[str, Any] | None: ...
+
+    def timeline(self, referral_id: str) -> list[dict[str, Any]]: ...
+
+    def deliveries_of(self, referral_id: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: an agency system (API key) or, later, a staff user."""
+
+    org_id: str
+    role: str = "system"
+    label: str = ""

@@ -1,0 +1,1 @@
+"""FHIR R4B referral profile, code systems and the compact internal message models (no I/O)."""

@@ -1,0 +1,142 @@
+"""Compact internal messages that travel between pipeline steps (plain pydantic, orjson-friendly).
+
+The FHIR Bundle is validated once at the edge; from then on only these envelopes move. They carry no
+readable PII: identity and contact data stay inside the sealed payloads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgencyType(StrEnum):
+    SCHOOL = "school"
+    CAMHS = "camhs"
+    POLICE = "police"
+    PROCURATORATE = "procuratorate"
+    CIVIL_AFFAIRS = "civil-affairs"
+    STREET_CENTRE = "street-centre"
+    DISTRICT_CENTRE = "district-centre"
+    DISTRICT_OFFICE = "district-office"
+
+
+class RiskLevel(IntEnum):
+    ATTENTION = 1
+    ELEVATED = 2
+    HIGH = 3
+    CRISIS = 4
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConsentSummary(Envelope):
+    """What a consent allows, without the guardian's identity."""
+
+    consent_id: str
+    status: str  # active | inactive (revoked) | proposed | rejected
+    grantor: str  # guardian | student | both
+    recipients: list[str] = Field(default_factory=list)  # agency types or organisation ids
+    categories: list[str] = Field(default_factory=list)
+    purposes: list[str] = Field(default_factory=list)
+    start: datetime | None = None
+    end: datetime | None = None
+    student_assent: bool = False
+
+
+class ReferralFacts(Envelope):
+    """De-identified facts about a referral: what routing, SLAs and metrics need."""
+
+    source_org: str
+    source_type: AgencyType
+    reasons: list[str]
+    risk_level: RiskLevel
+    priority: str  # FHIR request priority: routine | urgent | asap | stat
+    age: int | None = None
+    gender: str | None = None
+    town: str | None = None
+    school: str | None = None
+    grade: str | None = None
+    requested_recipient: str | None = None  # organisation id the sender asked for, if any
+    consents: list[ConsentSummary] = Field(default_factory=list)
+    legal_basis_claimed: str | None = None  # consent | statutory | emergency
+
+
+class ReferralSubmitted(Envelope):
+    """Event on ``referrals.submitted``: a Bundle passed the edge and was accepted (202)."""
+
+    event_id: str
+    referral_id: str
+    idempotency_key: str
+    submitted_at: datetime
+    student_pseudonym: str
+    facts: ReferralFacts
+    # The validated Bundle, sealed for the hub itself; base64 of the sealed bytes (never plain PII).
+    sealed_bundle: str = ""
+    bundle_key_id: str = ""
+
+
+class DeliveryCreated(Envelope):
+    """Event on ``deliveries.created``: one recipient's minimised, sealed copy of a referral."""
+
+    event_id: str
+    delivery_id: str
+    referral_id: str
+    task_id: str
+    recipient_org: str
+    recipient_type: AgencyType
+    sender_org: str
+    purpose: str
+    legal_basis: str
+    categories: list[str]
+    priority: str
+    risk_level: RiskLevel
+    reasons: list[str]
+    rule_id: str
+    ruleset_version: str
+    created_at: datetime
+    ack_due: datetime | None = None
+    first_contact_due: datetime | None = None
+    sealed_view: str = ""  # base64 ciphertext of the minimised view for the recipient
+    view_key_id: str = ""
+    town: str | None = None
+
+
+class TaskStatusChanged(Envelope):
+    """Event on ``tasks.status-changed``: a lifecycle transition the hub accepted."""
+
+    event_id: str
+    task_id: str
+    referral_id: str
+    delivery_id: str
+    from_status: str
+    to_status: str
+    business_status: str | None = None
+    reason: str | None = None
+    actor_org: str
+    actor_role: str = "system"
+    at: datetime
+
+
+class DeadLetter(Envelope):
+    """Event on ``deadletters``: a record a step could not process, with why and where it came from.
+
+    ``original`` is the record exactly as consumed (base64); intake records hold only sealed payloads,
+    so a dead letter never exposes readable PII.
+    """
+
+    event_id: str
+    step: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason_code: str
+    reason: str
+    at: datetime
+    original: str
+    replayed: bool = False

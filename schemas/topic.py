@@ -1,0 +1,43 @@
+"""The one catalogue of Kafka topics: names, partitioning, retention and compaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    description: str
+    retention_ms: int = 30 * DAY_MS
+    compacted: bool = False
+    partitions: int | None = None  # None -> the configured default
+    min_insync_replicas: int | None = None
+
+    def configs(self, replication_factor: int) -> dict[str, str]:
+        cfg = {
+            "retention.ms": str(self.retention_ms),
+            "cleanup.policy": "compact" if self.compacted else "delete",
+        }
+        # With 3 replicas, acks=all means "at least 2 have it"; with 1 replica, 1.
+        isr = self.min_insync_replicas or (2 if replication_factor >= 3 else 1)
+        cfg["min.insync.replicas"] = str(isr)
+        return cfg
+
+
+REFERRALS_SUBMITTED = TopicSpec("referrals.submitted", "Bundles accepted at the edge (sealed for the hub)")
+DELIVERIES_CREATED = TopicSpec("deliveries.created", "One minimised, sealed copy per recipient")
+TASKS_STATUS_CHANGED = TopicSpec("tasks.status-changed", "Accepted lifecycle transitions")
+# Audit and disclosure records must be kept at least 3 years (DESIGN §6).
+AUDIT_EVENTS = TopicSpec("audit.events", "BALP-style audit events", retention_ms=3 * 366 * DAY_MS, partitions=1)
+DEADLETTERS = TopicSpec("deadletters", "Records that could not be processed, with reason", retention_ms=90 * DAY_MS)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    REFERRALS_SUBMITTED,
+    DELIVERIES_CREATED,
+    TASKS_STATUS_CHANGED,
+    AUDIT_EVENTS,
+    DEADLETTERS,
+)
