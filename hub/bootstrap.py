@@ -57,8 +57,12 @@ def build_api(settings: Settings | None = None) -> FastAPI:
         authenticate=keys.authenticate,
         health=health,
     )
-    return create_app(services, max_body_bytes=settings.api.max_body_bytes,
-                      on_startup=publisher.start, on_shutdown=publisher.stop)
+    return create_app(
+        services,
+        max_body_bytes=settings.api.max_body_bytes,
+        on_startup=publisher.start,
+        on_shutdown=publisher.stop,
+    )
 
 
 def api_factory() -> FastAPI:

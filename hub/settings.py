@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,8 @@ class WorkerSettings(BaseModel):
 
 
 class KeySettings(BaseModel):
-    store_dir: Path = REPO_ROOT / "var" / "keys"
+    # Empty -> <var_dir>/keys (set when Settings is built).
+    store_dir: Path = Path()
     master_key: SecretStr | None = None  # else read from master_key_file
     master_key_file: Path | None = None
 
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+
+    @model_validator(mode="after")
+    def _derived_paths(self) -> Settings:
+        if self.keys.store_dir == Path():
+            self.keys.store_dir = self.var_dir / "keys"
+        return self
 
     def resolved_database_url(self) -> str:
         url = self.database_url or self.database.url

@@ -64,6 +64,10 @@ class ReferralFacts(Envelope):
     requested_recipient: str | None = None  # organisation id the sender asked for, if any
     consents: list[ConsentSummary] = Field(default_factory=list)
     legal_basis_claimed: str | None = None  # consent | statutory | emergency
+    # What the scale scores and reasons suggest under the default mapping (DESIGN §6); the sender's
+    # risk_level stays authoritative, rules may escalate on a higher suggestion.
+    suggested_risk_level: RiskLevel | None = None
+    safety_assessment_due: bool = False  # PHQ-9 item 9 above 0: same-day safety assessment
 
 
 class ReferralSubmitted(Envelope):

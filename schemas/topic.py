@@ -31,8 +31,12 @@ REFERRALS_SUBMITTED = TopicSpec("referrals.submitted", "Bundles accepted at the 
 DELIVERIES_CREATED = TopicSpec("deliveries.created", "One minimised, sealed copy per recipient")
 TASKS_STATUS_CHANGED = TopicSpec("tasks.status-changed", "Accepted lifecycle transitions")
 # Audit and disclosure records must be kept at least 3 years (DESIGN §6).
-AUDIT_EVENTS = TopicSpec("audit.events", "BALP-style audit events", retention_ms=3 * 366 * DAY_MS, partitions=1)
-DEADLETTERS = TopicSpec("deadletters", "Records that could not be processed, with reason", retention_ms=90 * DAY_MS)
+AUDIT_EVENTS = TopicSpec(
+    "audit.events", "BALP-style audit events", retention_ms=3 * 366 * DAY_MS, partitions=1
+)
+DEADLETTERS = TopicSpec(
+    "deadletters", "Records that could not be processed, with reason", retention_ms=90 * DAY_MS
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     REFERRALS_SUBMITTED,

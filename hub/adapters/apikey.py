@@ -25,10 +25,16 @@ class ApiKeyStore:
     def create(self, org_id: str, label: str = "connector") -> str:
         key = PREFIX + secrets.token_urlsafe(32)
         with self._engine.begin() as conn:
-            conn.execute(api_clients.insert().values(
-                key_hash=_hash(key), key_prefix=key[:10], org_id=org_id, label=label,
-                created_at=datetime.now(UTC), disabled=False,
-            ))
+            conn.execute(
+                api_clients.insert().values(
+                    key_hash=_hash(key),
+                    key_prefix=key[:10],
+                    org_id=org_id,
+                    label=label,
+                    created_at=datetime.now(UTC),
+                    disabled=False,
+                )
+            )
         return key
 
     def authenticate(self, key: str) -> Caller | None:
@@ -36,8 +42,9 @@ class ApiKeyStore:
             return None
         with self._engine.connect() as conn:
             row = conn.execute(
-                sa.select(api_clients.c.org_id, api_clients.c.label, api_clients.c.disabled)
-                .where(api_clients.c.key_hash == _hash(key))
+                sa.select(api_clients.c.org_id, api_clients.c.label, api_clients.c.disabled).where(
+                    api_clients.c.key_hash == _hash(key)
+                )
             ).first()
         if row is None or row.disabled:
             return None

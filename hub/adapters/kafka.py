@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ class KafkaPublisher:
         try:
             await self._producer.send_and_wait(topic, encode(event), key=key.encode())
         except KafkaError as exc:
-            raise Unavailable(f"the broker did not acknowledge: {type(exc).__name__}",
-                              code="broker-unavailable") from exc
+            raise Unavailable(
+                f"the broker did not acknowledge: {type(exc).__name__}", code="broker-unavailable"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,9 @@ class TopicResult:
 
 def apply_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> list[TopicResult]:
     """Create missing topics and align configs of existing ones; safe to run any number of times."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id="qixin-topics",
-                             request_timeout_ms=30_000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, client_id="qixin-topics", request_timeout_ms=30_000
+    )
     try:
         existing = set(admin.list_topics())
         results: list[TopicResult] = []
@@ -79,28 +82,36 @@ def apply_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPIC
             if name in existing:
                 results.append(TopicResult(name, False, partitions))
                 continue
-            missing.append(NewTopic(name=name, num_partitions=partitions,
-                                    replication_factor=settings.replication_factor,
-                                    topic_configs=spec.configs(settings.replication_factor)))
+            missing.append(
+                NewTopic(
+                    name=name,
+                    num_partitions=partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=spec.configs(settings.replication_factor),
+                )
+            )
             results.append(TopicResult(name, True, partitions))
         if missing:
-            try:
+            # A concurrent apply may win the race; the end state is the same.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, validate_only=False)
-            except TopicAlreadyExistsError:
-                pass  # a concurrent apply won the race; the end state is the same
         _align_configs(admin, settings, specs, existing)
         return results
     finally:
         admin.close()
 
 
-def _align_configs(admin: KafkaAdminClient, settings: KafkaSettings, specs: Iterable[TopicSpec],
-                   existing: set[str]) -> None:
+def _align_configs(
+    admin: KafkaAdminClient, settings: KafkaSettings, specs: Iterable[TopicSpec], existing: set[str]
+) -> None:
     from kafka.admin import ConfigResource, ConfigResourceType
 
     resources = [
-        ConfigResource(ConfigResourceType.TOPIC, settings.topic_prefix + s.name,
-                       configs=s.configs(settings.replication_factor))
+        ConfigResource(
+            ConfigResourceType.TOPIC,
+            settings.topic_prefix + s.name,
+            configs=s.configs(settings.replication_factor),
+        )
         for s in specs
         if settings.topic_prefix + s.name in existing
     ]
@@ -110,8 +121,9 @@ def _align_configs(admin: KafkaAdminClient, settings: KafkaSettings, specs: Iter
 
 def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                 client_id="qixin-health")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), client_id="qixin-health"
+        )
     except Exception:  # any failure to connect means "not reachable" for a health probe
         return False
     try:

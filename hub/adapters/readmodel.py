@@ -48,79 +48,95 @@ class SqlReadModel:
     def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
         f = event.facts
         with self._engine.begin() as conn:
-            return self._insert_once(conn, referrals, {
-                "referral_id": event.referral_id,
-                "idempotency_key": event.idempotency_key,
-                "sender_org": f.source_org,
-                "sender_type": f.source_type.value,
-                "student_pseudonym": event.student_pseudonym,
-                "risk_level": int(f.risk_level),
-                "priority": f.priority,
-                "reasons": list(f.reasons),
-                "town": f.town,
-                "submitted_at": event.submitted_at,
-                "routed_at": routed_at,
-                "ruleset_version": ruleset_version,
-            })
+            return self._insert_once(
+                conn,
+                referrals,
+                {
+                    "referral_id": event.referral_id,
+                    "idempotency_key": event.idempotency_key,
+                    "sender_org": f.source_org,
+                    "sender_type": f.source_type.value,
+                    "student_pseudonym": event.student_pseudonym,
+                    "risk_level": int(f.risk_level),
+                    "priority": f.priority,
+                    "reasons": list(f.reasons),
+                    "town": f.town,
+                    "submitted_at": event.submitted_at,
+                    "routed_at": routed_at,
+                    "ruleset_version": ruleset_version,
+                },
+            )
 
     def record_delivery(self, event: DeliveryCreated) -> bool:
         with self._engine.begin() as conn:
-            inserted = self._insert_once(conn, deliveries, {
-                "delivery_id": event.delivery_id,
-                "task_id": event.task_id,
-                "referral_id": event.referral_id,
-                "recipient_org": event.recipient_org,
-                "recipient_type": event.recipient_type.value,
-                "sender_org": event.sender_org,
-                "purpose": event.purpose,
-                "legal_basis": event.legal_basis,
-                "categories": list(event.categories),
-                "priority": event.priority,
-                "risk_level": int(event.risk_level),
-                "reasons": list(event.reasons),
-                "town": event.town,
-                "rule_id": event.rule_id,
-                "ruleset_version": event.ruleset_version,
-                "status": "requested",
-                "business_status": "delivered",
-                "created_at": event.created_at,
-                "updated_at": event.created_at,
-                "ack_due": event.ack_due,
-                "first_contact_due": event.first_contact_due,
-                "sealed_view": event.sealed_view,
-                "view_key_id": event.view_key_id,
-                "version": 0,
-            })
-            if inserted:
-                self._insert_once(conn, timeline, {
-                    "event_id": event.event_id,
-                    "referral_id": event.referral_id,
+            inserted = self._insert_once(
+                conn,
+                deliveries,
+                {
+                    "delivery_id": event.delivery_id,
                     "task_id": event.task_id,
-                    "kind": "delivered",
-                    "to_status": "requested",
+                    "referral_id": event.referral_id,
+                    "recipient_org": event.recipient_org,
+                    "recipient_type": event.recipient_type.value,
+                    "sender_org": event.sender_org,
+                    "purpose": event.purpose,
+                    "legal_basis": event.legal_basis,
+                    "categories": list(event.categories),
+                    "priority": event.priority,
+                    "risk_level": int(event.risk_level),
+                    "reasons": list(event.reasons),
+                    "town": event.town,
+                    "rule_id": event.rule_id,
+                    "ruleset_version": event.ruleset_version,
+                    "status": "requested",
                     "business_status": "delivered",
-                    "actor_org": "hub",
-                    "actor_role": "system",
-                    "reason": f"rule {event.rule_id}",
-                    "at": event.created_at,
-                })
+                    "created_at": event.created_at,
+                    "updated_at": event.created_at,
+                    "ack_due": event.ack_due,
+                    "first_contact_due": event.first_contact_due,
+                    "sealed_view": event.sealed_view,
+                    "view_key_id": event.view_key_id,
+                    "version": 0,
+                },
+            )
+            if inserted:
+                self._insert_once(
+                    conn,
+                    timeline,
+                    {
+                        "event_id": event.event_id,
+                        "referral_id": event.referral_id,
+                        "task_id": event.task_id,
+                        "kind": "delivered",
+                        "to_status": "requested",
+                        "business_status": "delivered",
+                        "actor_org": "hub",
+                        "actor_role": "system",
+                        "reason": f"rule {event.rule_id}",
+                        "at": event.created_at,
+                    },
+                )
             return inserted
 
     def record_status(self, event: TaskStatusChanged) -> bool:
         with self._engine.begin() as conn:
-            if not self._insert_once(conn, timeline, {
-                "event_id": event.event_id,
-                "referral_id": event.referral_id,
-                "task_id": event.task_id,
-                "kind": "status",
-                "from_status": event.from_status,
-                "to_status": event.to_status,
-                "business_status": event.business_status,
-                "actor_org": event.actor_org,
-                "actor_role": event.actor_role,
-                "reason": event.reason,
-                "at": event.at,
-            }):
+            if not self._insert_once(
+                conn,
+                timeline,
+                {
+                    "event_id": event.event_id,
+                    "referral_id": event.referral_id,
+                    "task_id": event.task_id,
+                    "kind": "status",
+                    "from_status": event.from_status,
+                    "to_status": event.to_status,
+                    "business_status": event.business_status,
+                    "actor_org": event.actor_org,
+                    "actor_role": event.actor_role,
+                    "reason": event.reason,
+                    "at": event.at,
+                },
+            ):
                 return False
             values: dict[str, Any] = {
                 "status": event.to_status,
@@ -142,23 +158,41 @@ class SqlReadModel:
 
     def delivery_by_task(self, task_id: str) -> DeliveryRow | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(deliveries).where(deliveries.c.task_id == task_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(deliveries).where(deliveries.c.task_id == task_id)).mappings().first()
+            )
         if row is None:
             return None
         return DeliveryRow(
-            delivery_id=row["delivery_id"], task_id=row["task_id"], referral_id=row["referral_id"],
-            recipient_org=row["recipient_org"], sender_org=row["sender_org"], status=row["status"],
-            business_status=row["business_status"], version=row["version"],
+            delivery_id=row["delivery_id"],
+            task_id=row["task_id"],
+            referral_id=row["referral_id"],
+            recipient_org=row["recipient_org"],
+            sender_org=row["sender_org"],
+            status=row["status"],
+            business_status=row["business_status"],
+            version=row["version"],
         )
 
     def inbox(self, org_id: str, status: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
         q = sa.select(
-            deliveries.c.delivery_id, deliveries.c.task_id, deliveries.c.referral_id,
-            deliveries.c.sender_org, deliveries.c.status, deliveries.c.business_status,
-            deliveries.c.priority, deliveries.c.risk_level, deliveries.c.reasons,
-            deliveries.c.purpose, deliveries.c.legal_basis, deliveries.c.categories,
-            deliveries.c.created_at, deliveries.c.ack_due, deliveries.c.first_contact_due,
-            deliveries.c.view_key_id, deliveries.c.sealed_view,
+            deliveries.c.delivery_id,
+            deliveries.c.task_id,
+            deliveries.c.referral_id,
+            deliveries.c.sender_org,
+            deliveries.c.status,
+            deliveries.c.business_status,
+            deliveries.c.priority,
+            deliveries.c.risk_level,
+            deliveries.c.reasons,
+            deliveries.c.purpose,
+            deliveries.c.legal_basis,
+            deliveries.c.categories,
+            deliveries.c.created_at,
+            deliveries.c.ack_due,
+            deliveries.c.first_contact_due,
+            deliveries.c.view_key_id,
+            deliveries.c.sealed_view,
         ).where(deliveries.c.recipient_org == org_id)
         if status:
             q = q.where(deliveries.c.status == status)
@@ -168,16 +202,28 @@ class SqlReadModel:
 
     def referral(self, referral_id: str) -> dict[str, Any] | None:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(referrals).where(referrals.c.referral_id == referral_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(referrals).where(referrals.c.referral_id == referral_id))
+                .mappings()
+                .first()
+            )
         return _row(row) if row else None
 
     def timeline(self, referral_id: str) -> list[dict[str, Any]]:
-        q = sa.select(timeline).where(timeline.c.referral_id == referral_id).order_by(timeline.c.at, timeline.c.seq)
+        q = (
+            sa.select(timeline)
+            .where(timeline.c.referral_id == referral_id)
+            .order_by(timeline.c.at, timeline.c.seq)
+        )
         with self._engine.connect() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
 
     def deliveries_of(self, referral_id: str) -> list[dict[str, Any]]:
-        q = sa.select(deliveries).where(deliveries.c.referral_id == referral_id).order_by(deliveries.c.created_at)
+        q = (
+            sa.select(deliveries)
+            .where(deliveries.c.referral_id == referral_id)
+            .order_by(deliveries.c.created_at)
+        )
         with self._engine.connect() as conn:
             return [_row(r) for r in conn.execute(q).mappings()]
 

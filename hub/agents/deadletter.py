@@ -31,8 +31,9 @@ def reason_of(exc: BaseException) -> tuple[str, str]:
     return "step-failed", type(exc).__name__
 
 
-async def send_dead_letter(app: faust.App, services: PipelineServices, step: str, event: Any,
-                           exc: BaseException) -> None:
+async def send_dead_letter(
+    app: faust.App, services: PipelineServices, step: str, event: Any, exc: BaseException
+) -> None:
     code, reason = reason_of(exc)
     msg = event.message
     dead = DeadLetter(
@@ -48,8 +49,17 @@ async def send_dead_letter(app: faust.App, services: PipelineServices, step: str
         original=base64.b64encode(event.value if isinstance(event.value, bytes) else b"").decode(),
     )
     topic = app.topic(services.topic_name(DEADLETTERS.name), value_serializer="raw", key_serializer="raw")
-    fut = await topic.send(key=dead.key.encode() if dead.key else None,
-                           value=orjson.dumps(dead.model_dump(mode="json")))
+    fut = await topic.send(
+        key=dead.key.encode() if dead.key else None, value=orjson.dumps(dead.model_dump(mode="json"))
+    )
     await fut
-    log.warning("dead letter", extra={"step": step, "reason_code": code, "topic": msg.topic,
-                                      "partition": msg.partition, "offset": msg.offset})
+    log.warning(
+        "dead letter",
+        extra={
+            "step": step,
+            "reason_code": code,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+        },
+    )

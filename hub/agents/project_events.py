@@ -14,10 +14,12 @@ from schemas.topic import DELIVERIES_CREATED, TASKS_STATUS_CHANGED
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
-    deliveries = app.topic(services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw",
-                           key_serializer="raw")
-    statuses = app.topic(services.topic_name(TASKS_STATUS_CHANGED.name), value_serializer="raw",
-                         key_serializer="raw")
+    deliveries = app.topic(
+        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
+    )
+    statuses = app.topic(
+        services.topic_name(TASKS_STATUS_CHANGED.name), value_serializer="raw", key_serializer="raw"
+    )
 
     @app.agent(deliveries, name="project_deliveries")
     async def project_deliveries(stream: faust.Stream) -> None:

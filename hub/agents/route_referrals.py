@@ -17,10 +17,12 @@ log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
-    source = app.topic(services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw",
-                       key_serializer="raw")
-    sink = app.topic(services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw",
-                     key_serializer="raw")
+    source = app.topic(
+        services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw", key_serializer="raw"
+    )
+    sink = app.topic(
+        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
+    )
 
     @app.agent(source, name="route_referrals")
     async def route_referrals(stream: faust.Stream) -> None:
@@ -28,11 +30,14 @@ def register(app: faust.App, services: PipelineServices) -> None:
             try:
                 submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
                 routed = services.route(submitted)
-                await asyncio.to_thread(services.project.referral, submitted, services.clock.now(),
-                                        routed.plan.ruleset_version)
+                await asyncio.to_thread(
+                    services.project.referral, submitted, services.clock.now(), routed.plan.ruleset_version
+                )
                 key = submitted.referral_id.encode()
-                pending = [await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json")))
-                           for d in routed.deliveries]
+                pending = [
+                    await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json")))
+                    for d in routed.deliveries
+                ]
                 # Wait for the broker before the offset may be committed: at-least-once, no loss.
                 await asyncio.gather(*pending)
             except Exception as exc:  # every failure becomes a dead letter; the partition moves on

@@ -13,9 +13,13 @@ from hub.api.deps import ApiServices
 from hub.api.routes import health, referral, task
 
 
-def create_app(services: ApiServices, *, max_body_bytes: int,
-               on_startup: Callable[[], Awaitable[None]] | None = None,
-               on_shutdown: Callable[[], Awaitable[None]] | None = None) -> FastAPI:
+def create_app(
+    services: ApiServices,
+    *,
+    max_body_bytes: int,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if on_startup:
@@ -40,8 +44,13 @@ def create_app(services: ApiServices, *, max_body_bytes: int,
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body_bytes:
-            return problem.problem(413, "payload-too-large", "payload too large",
-                                   f"the body is {length} bytes; the limit is {max_body_bytes}", request.url.path)
+            return problem.problem(
+                413,
+                "payload-too-large",
+                "payload too large",
+                f"the body is {length} bytes; the limit is {max_body_bytes}",
+                request.url.path,
+            )
         return await call_next(request)
 
     app.include_router(health.router)

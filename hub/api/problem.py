@@ -18,8 +18,15 @@ PROBLEM_BASE = "https://qixin.example.org/problems/"
 MEDIA_TYPE = "application/problem+json"
 
 
-def problem(status: int, code: str, title: str, detail: str, instance: str,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -37,27 +44,50 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem(exc.status, exc.code, exc.code.replace("-", " "), exc.message, request.url.path,
-                       exc.details, headers)
+        return problem(
+            exc.status,
+            exc.code,
+            exc.code.replace("-", " "),
+            exc.message,
+            request.url.path,
+            exc.details,
+            headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][1:]),
-             "rule": err["type"], "message": err["msg"]}
+            {
+                "path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][1:]),
+                "rule": err["type"],
+                "message": err["msg"],
+            }
             for err in exc.errors()
         ]
-        return problem(422, "request-invalid", "request invalid", "the request does not match the API schema",
-                       request.url.path, errors)
+        return problem(
+            422,
+            "request-invalid",
+            "request invalid",
+            "the request does not match the API schema",
+            request.url.path,
+            errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http-error")
+        code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+            exc.status_code, "http-error"
+        )
         return problem(exc.status_code, code, code.replace("-", " "), str(exc.detail), request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Log the type only: exception messages can carry request data.
         log.error("unexpected error", extra={"path": request.url.path, "error": type(exc).__name__})
-        return problem(500, "internal-error", "internal error", "an unexpected error occurred; it was logged",
-                       request.url.path)
+        return problem(
+            500,
+            "internal-error",
+            "internal error",
+            "an unexpected error occurred; it was logged",
+            request.url.path,
+        )

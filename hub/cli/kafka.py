@@ -8,7 +8,9 @@ import typer
 
 from hub.settings import REPO_ROOT
 
-app = typer.Typer(help="Run the local Apache Kafka broker provisioned from Maven Central.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run the local Apache Kafka broker provisioned from Maven Central.", no_args_is_help=True
+)
 
 SCRIPT = REPO_ROOT / "infra" / "kafka" / "kafka.sh"
 
@@ -21,10 +23,14 @@ def run_script(*args: str, env: dict[str, str] | None = None, check: bool = True
 
 
 @app.command()
-def start(brokers: int = typer.Option(1, help="1, or 3 for the fault-test cluster"),
-          port: int = typer.Option(9092, envvar="KAFKA_PORT", help="client port of the first broker")) -> None:
+def start(
+    brokers: int = typer.Option(1, help="1, or 3 for the fault-test cluster"),
+    port: int = typer.Option(9092, envvar="KAFKA_PORT", help="client port of the first broker"),
+) -> None:
     """Start the broker (fetching it first if needed); a second start is a no-op."""
-    raise typer.Exit(run_script("start", "--brokers", str(brokers), env={"KAFKA_PORT": str(port)}, check=False))
+    raise typer.Exit(
+        run_script("start", "--brokers", str(brokers), env={"KAFKA_PORT": str(port)}, check=False)
+    )
 
 
 @app.command()

@@ -44,8 +44,9 @@ def _wait_healthy(base_url: str, timeout_s: float, procs: list[subprocess.Popen[
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "hub", *args], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub", *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def up(
@@ -124,8 +125,14 @@ def api() -> None:
     import uvicorn
 
     settings = load_settings()
-    uvicorn.run("hub.bootstrap:api_factory", factory=True, host=settings.api.host, port=settings.api.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        "hub.bootstrap:api_factory",
+        factory=True,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 def demo_keys(settings: Settings) -> dict[str, str]:
@@ -179,9 +186,12 @@ def run_demo(settings: Settings, base_url: str) -> None:
         sender = _sender(path)
         if not sender:
             continue
-        answer = httpx.post(f"{base_url}/v1/referrals", content=path.read_bytes(),
-                            headers={"Authorization": f"Bearer {keys[sender]}",
-                                     "Content-Type": "application/fhir+json"}, timeout=30)
+        answer = httpx.post(
+            f"{base_url}/v1/referrals",
+            content=path.read_bytes(),
+            headers={"Authorization": f"Bearer {keys[sender]}", "Content-Type": "application/fhir+json"},
+            timeout=30,
+        )
         if answer.status_code == 202:
             posted += 1
             typer.echo(f"posted {path.name}: {answer.json()['referral_id']}")

@@ -27,8 +27,9 @@ class HubError(Exception):
 
 
 class InvalidInput(HubError):
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None,
-                 code: str = "invalid-input") -> None:
+    def __init__(
+        self, message: str, details: list[dict[str, Any]] | None = None, code: str = "invalid-input"
+    ) -> None:
         super().__init__(message=message, code=code, status=422, details=details or [])
 
 
@@ -38,8 +39,9 @@ class NotFound(HubError):
 
 
 class Conflict(HubError):
-    def __init__(self, message: str, code: str = "conflict",
-                 details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, message: str, code: str = "conflict", details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message=message, code=code, status=409, details=details or [])
 
 
@@ -49,8 +51,9 @@ class Forbidden(HubError):
 
 
 class Unauthenticated(HubError):
-    def __init__(self, message: str = "missing or invalid credentials",
-                 code: str = "unauthenticated") -> None:
+    def __init__(
+        self, message: str = "missing or invalid credentials", code: str = "unauthenticated"
+    ) -> None:
         super().__init__(message=message, code=code, status=401)
 
 

@@ -80,8 +80,13 @@ def check_transition(t: Transition) -> None:
         raise Conflict(
             f"a task in status '{t.current}' cannot move to '{t.target}'",
             code="invalid-transition",
-            details=[{"from": t.current.value, "to": t.target.value,
-                      "allowed": sorted(b.value for (a, b) in _TRANSITIONS if a == t.current)}],
+            details=[
+                {
+                    "from": t.current.value,
+                    "to": t.target.value,
+                    "allowed": sorted(b.value for (a, b) in _TRANSITIONS if a == t.current),
+                }
+            ],
         )
     if t.party not in allowed:
         raise Forbidden(

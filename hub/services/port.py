@@ -59,7 +59,9 @@ class DeliveryRow:
 
 
 class ReadModel(Protocol):
-    def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool: ...
+    def record_referral(
+        self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str
+    ) -> bool: ...
 
     def record_delivery(self, event: DeliveryCreated) -> bool:
         """Insert once; return False when this delivery was already projected (a redelivery)."""

@@ -12,21 +12,25 @@ class Queries:
     def __init__(self, read_model: ReadModel) -> None:
         self._rm = read_model
 
-    def inbox(self, caller: Caller, status: str | None = None, limit: int = 50,
-              offset: int = 0) -> list[dict[str, Any]]:
+    def inbox(
+        self, caller: Caller, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, Any]]:
         return self._rm.inbox(caller.org_id, status, limit, offset)
 
     def referral(self, caller: Caller, referral_id: str) -> dict[str, Any]:
         ref = self._rm.referral(referral_id)
         deliveries = self._rm.deliveries_of(referral_id) if ref else []
-        is_sender = bool(ref) and ref["sender_org"] == caller.org_id
+        is_sender = ref is not None and ref["sender_org"] == caller.org_id
         mine = [d for d in deliveries if d["recipient_org"] == caller.org_id]
         if ref is None or not (is_sender or mine):
-            raise NotFound(f"no referral '{referral_id}' visible to '{caller.org_id}'", code="referral-not-found")
+            raise NotFound(
+                f"no referral '{referral_id}' visible to '{caller.org_id}'", code="referral-not-found"
+            )
         visible = deliveries if is_sender else mine
         visible_tasks = {d["task_id"] for d in visible}
         events = [
-            e for e in self._rm.timeline(referral_id)
+            e
+            for e in self._rm.timeline(referral_id)
             if is_sender or e["task_id"] in visible_tasks or e["task_id"] is None
         ]
         return {
@@ -38,8 +42,20 @@ class Queries:
             "reasons": ref["reasons"],
             "ruleset_version": ref["ruleset_version"],
             "deliveries": [
-                {k: d[k] for k in ("delivery_id", "task_id", "recipient_org", "status", "business_status",
-                                   "purpose", "legal_basis", "created_at", "ack_due")}
+                {
+                    k: d[k]
+                    for k in (
+                        "delivery_id",
+                        "task_id",
+                        "recipient_org",
+                        "status",
+                        "business_status",
+                        "purpose",
+                        "legal_basis",
+                        "created_at",
+                        "ack_due",
+                    )
+                }
                 for d in visible
             ],
             "timeline": events,

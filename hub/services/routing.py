@@ -52,7 +52,7 @@ class RouteReferral:
                     referral_id=event.referral_id,
                     task_id=task_id_for(delivery_id),
                     recipient_org=route.recipient_org,
-                    recipient_type=route.recipient_type,  # type: ignore[arg-type]
+                    recipient_type=route.recipient_type,
                     sender_org=event.facts.source_org,
                     purpose=route.purpose,
                     legal_basis=route.legal_basis,

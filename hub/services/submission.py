@@ -28,8 +28,9 @@ class IntakeSealer:
 
 
 class SubmitReferral:
-    def __init__(self, publisher: EventPublisher, clock: Clock, topic_name: Any,
-                 sealer: IntakeSealer | None = None) -> None:
+    def __init__(
+        self, publisher: EventPublisher, clock: Clock, topic_name: Any, sealer: IntakeSealer | None = None
+    ) -> None:
         self._publisher = publisher
         self._clock = clock
         self._topic = topic_name(REFERRALS_SUBMITTED.name)

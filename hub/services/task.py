@@ -23,8 +23,9 @@ class ChangeStatus:
 
 
 class TransitionTask:
-    def __init__(self, read_model: ReadModel, publisher: EventPublisher, clock: Clock,
-                 topic_name: Any) -> None:
+    def __init__(
+        self, read_model: ReadModel, publisher: EventPublisher, clock: Clock, topic_name: Any
+    ) -> None:
         self._rm = read_model
         self._publisher = publisher
         self._clock = clock
@@ -39,8 +40,15 @@ class TransitionTask:
         party = Party.RECIPIENT if caller.org_id == row.recipient_org else Party.REQUESTER
         target = parse_status(cmd.status)
         current = parse_status(row.status)
-        check_transition(Transition(current, target, party, cmd.reason,
-                                    feedback_returned=bool(cmd.feedback and cmd.feedback.strip())))
+        check_transition(
+            Transition(
+                current,
+                target,
+                party,
+                cmd.reason,
+                feedback_returned=bool(cmd.feedback and cmd.feedback.strip()),
+            )
+        )
         if caller.role not in ("system", "clinician", "case-worker", "supervisor", "referrer"):
             raise Forbidden(f"role '{caller.role}' cannot change task status", code="role-forbidden")
         event = TaskStatusChanged(

@@ -14,4 +14,6 @@ router = APIRouter(tags=["health"])
 async def healthz(services: ServicesDep) -> JSONResponse:
     checks = await services.health()
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+    )

@@ -33,8 +33,10 @@ def _example() -> dict[str, Any]:
     status_code=202,
     response_model=ReferralAccepted,
     summary="Submit a referral (FHIR R4B message Bundle)",
-    responses={422: {"description": "Profile violations, each with JSON path and rule"},
-               413: {"description": "Bundle too large"}},
+    responses={
+        422: {"description": "Profile violations, each with JSON path and rule"},
+        413: {"description": "Bundle too large"},
+    },
 )
 async def submit_referral(
     request: Request,
@@ -44,8 +46,12 @@ async def submit_referral(
 ) -> ReferralAccepted:
     raw = await request.body()
     accepted = await services.submit(caller, bundle, raw)
-    return ReferralAccepted(referral_id=accepted.referral_id, message_id=accepted.message_id,
-                            status=accepted.status, timeline=f"/v1/referrals/{accepted.referral_id}")
+    return ReferralAccepted(
+        referral_id=accepted.referral_id,
+        message_id=accepted.message_id,
+        status=accepted.status,
+        timeline=f"/v1/referrals/{accepted.referral_id}",
+    )
 
 
 @router.get("/referrals/{referral_id}", summary="A referral's status timeline across recipients")

@@ -40,14 +40,30 @@ async def inbox(
     return {"items": items, "limit": limit, "offset": offset, "count": len(items)}
 
 
-@router.post("/tasks/{task_id}/status", status_code=202, response_model=StatusChanged,
-             summary="Move a referral task through its lifecycle",
-             responses={409: {"description": "Not allowed from the current status"}})
-async def change_status(task_id: str, body: StatusChange, caller: CallerDep,
-                        services: ServicesDep) -> StatusChanged:
-    event = await services.transition(caller, ChangeStatus(task_id=task_id, status=body.status,
-                                                           reason=body.reason,
-                                                           business_status=body.business_status,
-                                                           feedback=body.feedback))
-    return StatusChanged(task_id=event.task_id, referral_id=event.referral_id, from_status=event.from_status,
-                         to_status=event.to_status, event_id=event.event_id)
+@router.post(
+    "/tasks/{task_id}/status",
+    status_code=202,
+    response_model=StatusChanged,
+    summary="Move a referral task through its lifecycle",
+    responses={409: {"description": "Not allowed from the current status"}},
+)
+async def change_status(
+    task_id: str, body: StatusChange, caller: CallerDep, services: ServicesDep
+) -> StatusChanged:
+    event = await services.transition(
+        caller,
+        ChangeStatus(
+            task_id=task_id,
+            status=body.status,
+            reason=body.reason,
+            business_status=body.business_status,
+            feedback=body.feedback,
+        ),
+    )
+    return StatusChanged(
+        task_id=event.task_id,
+        referral_id=event.referral_id,
+        from_status=event.from_status,
+        to_status=event.to_status,
+        event_id=event.event_id,
+    )
