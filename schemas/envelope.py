@@ -144,3 +144,18 @@ class DeadLetter(Envelope):
     at: datetime
     original: str
     replayed: bool = False
+
+
+class DeliveryOpened(Envelope):
+    """Event on ``deliveries.opened``: a recipient opened a delivery (the referrer is told: CP-IS style)."""
+
+    event_id: str
+    delivery_id: str
+    referral_id: str
+    task_id: str
+    recipient_org: str
+    sender_org: str
+    opened_by_role: str
+    opened_by_user: str | None = None  # staff user id (no name), None for a system client
+    first: bool = True
+    at: datetime

@@ -30,6 +30,7 @@ class TopicSpec:
 REFERRALS_SUBMITTED = TopicSpec("referrals.submitted", "Bundles accepted at the edge (sealed for the hub)")
 DELIVERIES_CREATED = TopicSpec("deliveries.created", "One minimised, sealed copy per recipient")
 TASKS_STATUS_CHANGED = TopicSpec("tasks.status-changed", "Accepted lifecycle transitions")
+DELIVERIES_OPENED = TopicSpec("deliveries.opened", "Access notices: a recipient opened a delivery")
 # Audit and disclosure records must be kept at least 3 years (DESIGN §6).
 AUDIT_EVENTS = TopicSpec(
     "audit.events", "BALP-style audit events", retention_ms=3 * 366 * DAY_MS, partitions=1
@@ -42,6 +43,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     REFERRALS_SUBMITTED,
     DELIVERIES_CREATED,
     TASKS_STATUS_CHANGED,
+    DELIVERIES_OPENED,
     AUDIT_EVENTS,
     DEADLETTERS,
 )

@@ -106,3 +106,23 @@ def make_engine(url: str, echo: bool = False) -> sa.Engine:
 
 def create_schema(engine: sa.Engine) -> None:
     metadata.create_all(engine)
+
+
+# Sealed delivery views and their wrapped data keys. The ciphertext also travels on Kafka; the wrapped
+# key never does, so destroying it here (consent withdrawn) makes every copy unreadable.
+delivery_keys = sa.Table(
+    "delivery_keys",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, index=True),
+    sa.Column("recipient_org", sa.String(100), nullable=False),
+    sa.Column("recipient_key_id", sa.String(80), nullable=False),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("wrapped_key", sa.Text),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("consent_ids", sa.JSON, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("first_opened_at", _TS),
+    sa.Column("destroyed_at", _TS),
+    sa.Column("destroyed_reason", sa.String(200)),
+)

@@ -86,3 +86,32 @@ class Caller:
     org_id: str
     role: str = "system"
     label: str = ""
+
+
+@dataclass(frozen=True)
+class StoredSeal:
+    """A delivery's sealed view as the vault keeps it (base64url strings; wrapped_key None = withdrawn)."""
+
+    delivery_id: str
+    referral_id: str
+    recipient_org: str
+    recipient_key_id: str
+    ciphertext: str
+    wrapped_key: str | None
+    signature: str
+    consent_ids: tuple[str, ...]
+    created_at: datetime
+    first_opened_at: datetime | None = None
+    destroyed_at: datetime | None = None
+
+
+class KeyVault(Protocol):
+    def put_once(self, seal: StoredSeal) -> StoredSeal: ...
+
+    def get(self, delivery_id: str) -> StoredSeal | None: ...
+
+    def mark_opened(self, delivery_id: str, at: datetime) -> bool: ...
+
+    def destroy(self, delivery_id: str, at: datetime, reason: str) -> bool: ...
+
+    def unopened_under_consent(self, consent_id: str) -> list[StoredSeal]: ...

@@ -1,0 +1,101 @@
+"""The delivery key vault: sealed views with their wrapped data keys, written once, destroyable."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hub.adapters.db import delivery_keys
+from hub.services.port import StoredSeal
+
+
+class SqlKeyVault:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def put_once(self, seal: StoredSeal) -> StoredSeal:
+        """Store a seal unless one exists for the delivery; return the stored one either way.
+
+        A worker that crashed after sealing re-seals with a fresh data key on restart; keeping the
+        first seal makes the ciphertext on Kafka, in the read model and here the same.
+        """
+        with self._engine.begin() as conn:
+            conn.execute(
+                self._insert(delivery_keys)
+                .values(
+                    delivery_id=seal.delivery_id,
+                    referral_id=seal.referral_id,
+                    recipient_org=seal.recipient_org,
+                    recipient_key_id=seal.recipient_key_id,
+                    ciphertext=seal.ciphertext,
+                    wrapped_key=seal.wrapped_key,
+                    signature=seal.signature,
+                    consent_ids=list(seal.consent_ids),
+                    created_at=seal.created_at,
+                )
+                .on_conflict_do_nothing()
+            )
+        stored = self.get(seal.delivery_id)
+        assert stored is not None
+        return stored
+
+    def get(self, delivery_id: str) -> StoredSeal | None:
+        with self._engine.connect() as conn:
+            row = (
+                conn.execute(sa.select(delivery_keys).where(delivery_keys.c.delivery_id == delivery_id))
+                .mappings()
+                .first()
+            )
+        return _seal(row) if row else None
+
+    def mark_opened(self, delivery_id: str, at: datetime) -> bool:
+        """Record the first opening; return True only for the first one."""
+        with self._engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    delivery_keys.update()
+                    .where(delivery_keys.c.delivery_id == delivery_id)
+                    .where(delivery_keys.c.first_opened_at.is_(None))
+                    .values(first_opened_at=at)
+                ).rowcount
+            )
+
+    def destroy(self, delivery_id: str, at: datetime, reason: str) -> bool:
+        with self._engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    delivery_keys.update()
+                    .where(delivery_keys.c.delivery_id == delivery_id)
+                    .where(delivery_keys.c.wrapped_key.is_not(None))
+                    .values(wrapped_key=None, destroyed_at=at, destroyed_reason=reason)
+                ).rowcount
+            )
+
+    def unopened_under_consent(self, consent_id: str) -> list[StoredSeal]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(delivery_keys)
+                .where(delivery_keys.c.first_opened_at.is_(None))
+                .where(delivery_keys.c.wrapped_key.is_not(None))
+            ).mappings()
+            return [_seal(r) for r in rows if consent_id in (r["consent_ids"] or [])]
+
+
+def _seal(row: Any) -> StoredSeal:
+    return StoredSeal(
+        delivery_id=row["delivery_id"],
+        referral_id=row["referral_id"],
+        recipient_org=row["recipient_org"],
+        recipient_key_id=row["recipient_key_id"],
+        ciphertext=row["ciphertext"],
+        wrapped_key=row["wrapped_key"],
+        signature=row["signature"],
+        consent_ids=tuple(row["consent_ids"] or ()),
+        created_at=row["created_at"],
+        first_opened_at=row["first_opened_at"],
+        destroyed_at=row["destroyed_at"],
+    )
