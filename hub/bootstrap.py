@@ -9,22 +9,33 @@ import faust
 from fastapi import FastAPI
 
 from hub.adapters.apikey import ApiKeyStore
+from hub.adapters.auditstore import SqlAuditStore
 from hub.adapters.clock import SystemClock
 from hub.adapters.db import create_schema, make_engine
+from hub.adapters.directory import load_directory
 from hub.adapters.kafka import KafkaPublisher, broker_reachable
 from hub.adapters.readmodel import SqlReadModel
-from hub.adapters.router import AddressedRouter
-from hub.agents import project_events, route_referrals
+from hub.adapters.rules import RuleSetHolder, RulesRouter
+from hub.adapters.sealing import HubSealing, SubmissionVerifier, open_or_initialise
+from hub.adapters.vault import SqlKeyVault
+from hub.adapters.workcalendar import ChinaWorkCalendar
+from hub.agents import accept_inbound, chain_audit, project_events, route_referrals
 from hub.agents.app import make_app
+from hub.agents.chain_audit import AuditChainServices
 from hub.agents.pipeline import PipelineServices
+from hub.agents.publisher import FaustPublisher
 from hub.api.app import create_app
 from hub.api.deps import ApiServices
+from hub.services.audit import AppendToChain
+from hub.services.crypto_port import HUB_OWNER, KeyKind
+from hub.services.disclosure import ConsentDisclosure
 from hub.services.projection import Project
 from hub.services.query import Queries
 from hub.services.routing import RouteReferral
-from hub.services.submission import SubmitReferral
+from hub.services.submission import AcceptInbound, SubmitReferral
 from hub.services.task import TransitionTask
 from hub.settings import Settings, load_settings
+from schemas.policy import default_disclosure_policy
 
 
 def build_engine(settings: Settings) -> Any:
@@ -39,7 +50,7 @@ def build_api(settings: Settings | None = None) -> FastAPI:
     clock = SystemClock()
     read_model = SqlReadModel(engine)
     publisher = KafkaPublisher(settings.kafka)
-    keys = ApiKeyStore(engine)
+    api_keys = ApiKeyStore(engine)
 
     async def health() -> dict[str, str]:
         broker = await asyncio.to_thread(broker_reachable, settings.kafka.bootstrap)
@@ -50,12 +61,18 @@ def build_api(settings: Settings | None = None) -> FastAPI:
             db = "unreachable"
         return {"broker": "ok" if broker else "unreachable", "database": db}
 
+    keys = open_or_initialise(settings.keys)
+    sealing = HubSealing(keys, settings.keys.demo_custody)
+    verifier = (
+        SubmissionVerifier(keys, settings.keys.demo_custody) if settings.api.require_signatures else None
+    )
     services = ApiServices(
-        submit=SubmitReferral(publisher, clock, settings.topic),
+        submit=SubmitReferral(publisher, clock, settings.topic, sealing, verifier),
         transition=TransitionTask(read_model, publisher, clock, settings.topic),
         queries=Queries(read_model),
-        authenticate=keys.authenticate,
+        authenticate=api_keys.authenticate,
         health=health,
+        **staff_services(settings, engine, read_model, publisher, clock, keys, sealing),
     )
     return create_app(
         services,
@@ -65,22 +82,114 @@ def build_api(settings: Settings | None = None) -> FastAPI:
     )
 
 
+def staff_services(
+    settings: Settings, engine: Any, read_model: Any, publisher: Any, clock: Any, keys: Any, sealing: Any
+) -> dict[str, Any]:
+    """Staff sign-in, worklists, dashboard metrics, opening deliveries, audit queries (issue 6)."""
+    from datetime import timedelta
+
+    from hub.adapters.auditstore import SqlAuditStore
+    from hub.adapters.crypto import Ed25519Verifier
+    from hub.adapters.listingsql import DirectoryReader, SqlListing
+    from hub.adapters.metricsql import SqlMetricSource
+    from hub.adapters.user import Argon2Hasher, SqlLoginAttempts, SqlSessionStore, SqlUserRepository
+    from hub.adapters.user import create_tables as create_user_tables
+    from hub.services.access import OpenDelivery
+    from hub.services.audit import AuditQueries, RecordAudit, hub_signature_check
+    from hub.services.identity import IdentityService, SessionPolicy
+    from hub.services.listing import Listings
+    from hub.services.metric import DashboardMetrics
+    from hub.services.throttle import TokenBucketLimiter
+    from schemas.audit import access_event
+
+    create_user_tables(engine)
+    auth = settings.auth
+    record_audit = RecordAudit(publisher, settings.topic)
+
+    async def audit_access(opened: Any) -> None:
+        await record_audit.record(access_event(opened))
+
+    return {
+        "identity": IdentityService(
+            SqlUserRepository(engine),
+            SqlSessionStore(engine),
+            SqlLoginAttempts(engine),
+            Argon2Hasher(),
+            clock,
+            policy=SessionPolicy(
+                idle=timedelta(minutes=auth.session_idle_minutes),
+                absolute=timedelta(hours=auth.session_hours),
+                max_failures=auth.login_max_failures,
+                failure_window=timedelta(minutes=auth.login_window_minutes),
+            ),
+        ),
+        "listings": Listings(
+            SqlListing(engine), DirectoryReader(engine, settings.rules.directory_file), clock
+        ),
+        "metrics": DashboardMetrics(SqlMetricSource(engine), clock),
+        "open_delivery": OpenDelivery(
+            read_model,
+            SqlKeyVault(engine),
+            sealing.open_delivery,
+            publisher,
+            clock,
+            settings.topic,
+            audit_access,
+        ),
+        "submit_limiter": TokenBucketLimiter(settings.api.submit_rate_per_s, settings.api.submit_burst),
+        "cookie_secure": auth.cookie_secure,
+        "audit": AuditQueries(
+            SqlAuditStore(engine), hub_signature_check(Ed25519Verifier(keys.public_registry()))
+        ),
+    }
+
+
 def api_factory() -> FastAPI:
     """Entry for `uvicorn --factory hub.bootstrap:api_factory`."""
     return build_api()
+
+
+def build_router(settings: Settings) -> RulesRouter:
+    """The district's rules over the directory; refuses to start on an invalid rule set."""
+    holder = RuleSetHolder(settings.rules.dir, load_directory(settings.rules.directory_file))
+    return RulesRouter(holder, ChinaWorkCalendar.from_file(settings.rules.calendar_file))
 
 
 def build_worker(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     engine = build_engine(settings)
     clock = SystemClock()
+    hub_keys = open_or_initialise(settings.keys)
+    hub_keys.ensure(HUB_OWNER, KeyKind.ED25519)
+    sealing = HubSealing(hub_keys, settings.keys.demo_custody)
+    app = make_app(settings)
+    verifier = (
+        SubmissionVerifier(hub_keys, settings.keys.demo_custody) if settings.api.require_signatures else None
+    )
+    submit = SubmitReferral(FaustPublisher(app), clock, settings.topic, sealing, verifier)
     services = PipelineServices(
-        route=RouteReferral(AddressedRouter(), clock),
+        route=RouteReferral(
+            build_router(settings),
+            clock,
+            opener=sealing,
+            disclosure=ConsentDisclosure(default_disclosure_policy()),
+            sealing=sealing,
+            vault=SqlKeyVault(engine),
+        ),
         project=Project(SqlReadModel(engine)),
         clock=clock,
         topic_name=settings.topic,
+        accept_inbound=AcceptInbound(sealing, submit),
     )
-    app = make_app(settings)
+    accept_inbound.register(app, services)
     route_referrals.register(app, services)
     project_events.register(app, services)
+    chain_audit.register(
+        app,
+        AuditChainServices(
+            append=AppendToChain(SqlAuditStore(engine), hub_keys.signer(HUB_OWNER), clock),
+            clock=clock,
+            topic_name=settings.topic,
+        ),
+    )
     return app

@@ -32,6 +32,22 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 2_000_000
+    # Submissions must carry the sender's Ed25519 signature (X-Qixin-Signature) over the exact body.
+    require_signatures: bool = True
+    # Per agency, per API process: a token bucket of `submit_burst` refilled at `submit_rate_per_s`.
+    submit_rate_per_s: float = 50.0
+    submit_burst: int = 200
+
+
+class AuthSettings(BaseModel):
+    """Staff sign-in: session lifetime, login throttling, cookie flags."""
+
+    session_idle_minutes: int = 30
+    session_hours: int = 12
+    login_max_failures: int = 5
+    login_window_minutes: int = 15
+    # "auto": Secure when the request came over HTTPS (directly or via X-Forwarded-Proto).
+    cookie_secure: str = "auto"  # auto | always | never
 
 
 class WorkerSettings(BaseModel):
@@ -45,11 +61,18 @@ class KeySettings(BaseModel):
     store_dir: Path = Path()
     master_key: SecretStr | None = None  # else read from master_key_file
     master_key_file: Path | None = None
+    # Demo custody: the hub's store also holds organisations' keys and creates them on first use.
+    # Production turns this off and registers each organisation's public keys in the directory.
+    demo_custody: bool = True
 
 
 class RulesSettings(BaseModel):
     dir: Path = REPO_ROOT / "routing_rules"
     directory_file: Path = REPO_ROOT / "routing_rules" / "directory" / "songjiang.yaml"
+    # Working-day overrides on top of the chinesecalendar library (swapped weekends, local closures).
+    calendar_file: Path = REPO_ROOT / "routing_rules" / "calendar" / "workdays.yaml"
+    # How often a worker looks for edited rule files (hot reload keeps the last valid set on errors).
+    reload_seconds: float = 10.0
 
 
 class Settings(BaseSettings):
@@ -64,6 +87,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _derived_paths(self) -> Settings:

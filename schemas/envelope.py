@@ -159,3 +159,20 @@ class DeliveryOpened(Envelope):
     opened_by_user: str | None = None  # staff user id (no name), None for a system client
     first: bool = True
     at: datetime
+
+
+class InboundSubmission(Envelope):
+    """Record on ``referrals.inbound``: a connector's submission straight to Kafka (no HTTP edge).
+
+    The connector seals the exact Bundle bytes for the hub (``sealed_bundle`` is the packed
+    ``ciphertext.wrapped_key`` token) and signs those bytes; the hub's intake step opens, verifies the
+    signature against the sender's registered key, validates the profile and then treats it exactly
+    like an HTTP submission. Key = the sender organisation id.
+    """
+
+    submission_id: str  # connector-chosen, unique per record (its outbox id)
+    sender_org: str
+    sealed_bundle: str
+    bundle_key_id: str  # the hub key it was sealed for
+    signature: str  # ed25519:<kid>:<b64url> over the exact Bundle bytes, purpose "submission"
+    sent_at: datetime

@@ -27,6 +27,9 @@ class TopicSpec:
         return cfg
 
 
+REFERRALS_INBOUND = TopicSpec(
+    "referrals.inbound", "Connector submissions straight to Kafka (sealed for the hub, signed)"
+)
 REFERRALS_SUBMITTED = TopicSpec("referrals.submitted", "Bundles accepted at the edge (sealed for the hub)")
 DELIVERIES_CREATED = TopicSpec("deliveries.created", "One minimised, sealed copy per recipient")
 TASKS_STATUS_CHANGED = TopicSpec("tasks.status-changed", "Accepted lifecycle transitions")
@@ -40,6 +43,7 @@ DEADLETTERS = TopicSpec(
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
+    REFERRALS_INBOUND,
     REFERRALS_SUBMITTED,
     DELIVERIES_CREATED,
     TASKS_STATUS_CHANGED,

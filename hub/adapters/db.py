@@ -23,6 +23,9 @@ referrals = sa.Table(
     sa.Column("submitted_at", _TS, nullable=False),
     sa.Column("routed_at", _TS),
     sa.Column("ruleset_version", sa.String(80)),
+    # The intake event as it was on Kafka (sealed Bundle, de-identified facts): re-routing after a
+    # decline starts from it without re-reading the topic.
+    sa.Column("intake", sa.JSON),
 )
 
 deliveries = sa.Table(

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.adapters.db import deliveries, referrals, timeline
 from hub.services.port import DeliveryRow
-from schemas.envelope import DeliveryCreated, ReferralSubmitted, TaskStatusChanged
+from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
 _STATUS_TIMESTAMP = {
     "received": "acknowledged_at",
@@ -64,6 +64,7 @@ class SqlReadModel:
                     "submitted_at": event.submitted_at,
                     "routed_at": routed_at,
                     "ruleset_version": ruleset_version,
+                    "intake": event.model_dump(mode="json"),
                 },
             )
 
@@ -230,3 +231,58 @@ class SqlReadModel:
     def ping(self) -> None:
         with self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    # -- re-routing, access notices, refusals --------------------------------------------------------
+    def intake_of(self, referral_id: str) -> ReferralSubmitted | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                sa.select(referrals.c.intake).where(referrals.c.referral_id == referral_id)
+            ).scalar()
+        return ReferralSubmitted.model_validate(value) if value else None
+
+    def declined_orgs(self, referral_id: str) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(deliveries.c.recipient_org)
+                    .where(deliveries.c.referral_id == referral_id)
+                    .where(deliveries.c.status == "rejected")
+                ).scalars()
+            )
+
+    def record_opened(self, event: DeliveryOpened) -> bool:
+        with self._engine.begin() as conn:
+            return self._insert_once(
+                conn,
+                timeline,
+                {
+                    "event_id": event.event_id,
+                    "referral_id": event.referral_id,
+                    "task_id": event.task_id,
+                    "kind": "opened",
+                    "actor_org": event.recipient_org,
+                    "actor_role": event.opened_by_role,
+                    "reason": "first opening" if event.first else "opened again",
+                    "at": event.at,
+                },
+            )
+
+    def record_refusal(
+        self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
+    ) -> bool:
+        """A recipient the rules chose but no legal basis allowed: visible to the referrer only."""
+        with self._engine.begin() as conn:
+            return self._insert_once(
+                conn,
+                timeline,
+                {
+                    "event_id": event_id,
+                    "referral_id": referral_id,
+                    "task_id": None,
+                    "kind": "refused",
+                    "actor_org": "hub",
+                    "actor_role": "system",
+                    "reason": f"{recipient_org}: {reason_code}",
+                    "at": at,
+                },
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,4 +16,5 @@ class PipelineServices:
     route: RouteReferral
     project: Project
     clock: Clock
-    topic_name: Any  # Callable[[str], str]: applies the configured prefix
+    topic_name: Callable[[str], str]  # applies the configured prefix
+    accept_inbound: Callable[[Any], Awaitable[Any]]  # AcceptInbound

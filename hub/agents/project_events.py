@@ -1,4 +1,4 @@
-"""Stream steps: project deliveries and status changes into the read model (idempotent)."""
+"""Stream steps: project deliveries, status changes and openings into the read model (idempotent)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ import orjson
 
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
-from schemas.envelope import DeliveryCreated, TaskStatusChanged
-from schemas.topic import DELIVERIES_CREATED, TASKS_STATUS_CHANGED
+from hub.agents.route_referrals import route_and_send
+from schemas.envelope import DeliveryCreated, DeliveryOpened, TaskStatusChanged
+from schemas.topic import DELIVERIES_CREATED, DELIVERIES_OPENED, TASKS_STATUS_CHANGED
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
-    deliveries = app.topic(
-        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
-    )
-    statuses = app.topic(
-        services.topic_name(TASKS_STATUS_CHANGED.name), value_serializer="raw", key_serializer="raw"
-    )
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(services.topic_name(name), value_serializer="raw", key_serializer="raw")
 
-    @app.agent(deliveries, name="project_deliveries")
+    @app.agent(raw_topic(DELIVERIES_CREATED.name), name="project_deliveries")
     async def project_deliveries(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
@@ -30,11 +27,27 @@ def register(app: faust.App, services: PipelineServices) -> None:
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "project_deliveries", event, exc)
 
-    @app.agent(statuses, name="project_status_changes")
+    @app.agent(raw_topic(TASKS_STATUS_CHANGED.name), name="project_status_changes")
     async def project_status_changes(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
                 change = TaskStatusChanged.model_validate(orjson.loads(event.value))
                 await asyncio.to_thread(services.project.status, change)
+                if change.to_status == "rejected":
+                    # A declined referral goes to the next recipient of its pathway.
+                    intake, declined = await asyncio.to_thread(
+                        services.project.reroute_context, change.referral_id
+                    )
+                    if intake is not None:
+                        await route_and_send(app, services, intake, declined)
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "project_status_changes", event, exc)
+
+    @app.agent(raw_topic(DELIVERIES_OPENED.name), name="project_openings")
+    async def project_openings(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                opened = DeliveryOpened.model_validate(orjson.loads(event.value))
+                await asyncio.to_thread(services.project.opened, opened)
+            except Exception as exc:  # dead-letter, never block the partition
+                await send_dead_letter(app, services, "project_openings", event, exc)

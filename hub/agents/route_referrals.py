@@ -1,4 +1,4 @@
-"""Stream step: referrals.submitted -> routing -> deliveries.created (one per recipient)."""
+"""Stream step: referrals.submitted -> consent + routing -> deliveries.created (one per recipient)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,52 @@ import orjson
 
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
+from hub.domain.error import HubError
 from schemas.envelope import ReferralSubmitted
 from schemas.topic import DELIVERIES_CREATED, REFERRALS_SUBMITTED
 
 log = logging.getLogger(__name__)
 
 
+class NoRouteMatched(HubError):
+    def __init__(self, referral_id: str) -> None:
+        super().__init__(
+            message=f"no routing rule matched {referral_id}; sent to the district centre's triage queue",
+            code="no-route-matched",
+            status=422,
+        )
+
+
+async def route_and_send(
+    app: faust.App, services: PipelineServices, submitted: ReferralSubmitted, declined: tuple[str, ...] = ()
+) -> bool:
+    """Route one referral and produce its deliveries; True when some rule (not the fallback) matched."""
+    sink = app.topic(
+        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
+    )
+    routed = await asyncio.to_thread(services.route, submitted, declined)
+    now = services.clock.now()
+    await asyncio.to_thread(services.project.referral, submitted, now, routed.plan.ruleset_version)
+    for refused in routed.refused:
+        await asyncio.to_thread(
+            services.project.refusal,
+            submitted.referral_id,
+            refused.route.recipient_org,
+            refused.outcome.reason_code,
+            now,
+        )
+    key = submitted.referral_id.encode()
+    pending = [
+        await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json"))) for d in routed.deliveries
+    ]
+    # Wait for the broker before the input offset may be committed: at-least-once, nothing lost.
+    await asyncio.gather(*pending)
+    return routed.plan.matched
+
+
 def register(app: faust.App, services: PipelineServices) -> None:
     source = app.topic(
         services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw", key_serializer="raw"
-    )
-    sink = app.topic(
-        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
     )
 
     @app.agent(source, name="route_referrals")
@@ -29,16 +63,12 @@ def register(app: faust.App, services: PipelineServices) -> None:
         async for event in stream.events():
             try:
                 submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
-                routed = services.route(submitted)
-                await asyncio.to_thread(
-                    services.project.referral, submitted, services.clock.now(), routed.plan.ruleset_version
-                )
-                key = submitted.referral_id.encode()
-                pending = [
-                    await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json")))
-                    for d in routed.deliveries
-                ]
-                # Wait for the broker before the offset may be committed: at-least-once, no loss.
-                await asyncio.gather(*pending)
+                matched = await route_and_send(app, services, submitted)
+                if not matched:
+                    # Delivered to triage by the fallback, and recorded as a dead letter so operators
+                    # see that the rules have a gap: never silent.
+                    await send_dead_letter(
+                        app, services, "route_referrals", event, NoRouteMatched(submitted.referral_id)
+                    )
             except Exception as exc:  # every failure becomes a dead letter; the partition moves on
                 await send_dead_letter(app, services, "route_referrals", event, exc)

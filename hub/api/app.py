@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from hub import __version__
-from hub.api import problem
-from hub.api.deps import ApiServices
-from hub.api.routes import health, referral, task
+from hub.api import pages, problem
+from hub.api.deps import AUDITORS, ApiServices, require_roles
+from hub.api.problem import problem_responses
+from hub.api.routes import auth, consent, dashboard, directory, health, referral, task, user
 
 
 def create_app(
@@ -38,7 +40,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    problem.install(app)
+    app.state.audit = services.audit  # the audit routes read it from here
+    problem.install(app, html_error=pages.html_error)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -54,6 +57,28 @@ def create_app(
         return await call_next(request)
 
     app.include_router(health.router)
+    app.include_router(auth.router)
     app.include_router(referral.router)
     app.include_router(task.router)
+    app.include_router(consent.router)
+    app.include_router(directory.router)
+    app.include_router(dashboard.router)
+    app.include_router(user.router)
+    _include_audit(app)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static")
     return app
+
+
+def _include_audit(app: FastAPI) -> None:
+    """The audit search/verify API lives in its own module; include it once it exists."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("hub.api.routes.audit") is not None:
+        # Only auditors search and verify the trail; it holds ids and codes, never clinical content.
+        app.include_router(
+            importlib.import_module("hub.api.routes.audit").router,
+            dependencies=[Depends(require_roles(*AUDITORS))],
+            responses=problem_responses(401, 403),
+        )

@@ -1,17 +1,32 @@
-"""FastAPI dependencies in one place: the services container and the authenticated caller."""
+"""FastAPI dependencies in one place: the services container, the caller, and role checks.
+
+A caller is either an agency system (``Authorization: Bearer <API key>``, role ``system``) or a
+signed-in staff user (session cookie). Cookie-authenticated requests that change state must also
+carry the session's CSRF token (``X-CSRF-Token`` header; pages put it in a hidden form field).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from hub.domain.error import Unauthenticated
+from hub.domain.error import Forbidden, Unauthenticated
+from hub.services.access import OpenDelivery
+from hub.services.identity import IdentityService, StaffCaller, csrf_matches
+from hub.services.listing import Listings
+from hub.services.metric import DashboardMetrics
 from hub.services.port import Caller
 from hub.services.query import Queries
 from hub.services.submission import SubmitReferral
 from hub.services.task import TransitionTask
+from hub.services.throttle import TokenBucketLimiter
+
+SESSION_COOKIE = "qx_session"
+LANG_COOKIE = "qx_lang"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,14 @@ class ApiServices:
     queries: Queries
     authenticate: Any  # Callable[[str], Caller | None]
     health: Any  # Callable[[], Awaitable[dict[str, Any]]]
+    identity: IdentityService | None = None
+    listings: Listings | None = None
+    metrics: DashboardMetrics | None = None
+    open_delivery: OpenDelivery | None = None
+    submit_limiter: TokenBucketLimiter | None = None
+    cookie_secure: str = "auto"
+    # The audit colleague's services (search, verify) once wired; None until then.
+    audit: Any = None
 
 
 def get_services(request: Request) -> ApiServices:
@@ -30,15 +53,90 @@ def get_services(request: Request) -> ApiServices:
 ServicesDep = Annotated[ApiServices, Depends(get_services)]
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def session_caller(request: Request, services: ApiServices) -> StaffCaller | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or services.identity is None:
+        return None
+    return services.identity.resolve(token)
+
+
+def get_caller(request: Request, services: ServicesDep) -> Caller:
+    token = bearer_token(request)
+    if token is not None:
+        caller = services.authenticate(token)
+        if caller is None:
+            raise Unauthenticated("the API key is unknown or disabled")
+        return caller  # type: ignore[no-any-return]
+    if request.headers.get("authorization"):
         raise Unauthenticated("send 'Authorization: Bearer <agency API key>'")
-    caller = services.authenticate(token.strip())
-    if caller is None:
-        raise Unauthenticated("the API key is unknown or disabled")
-    return caller  # type: ignore[no-any-return]
+    staff = session_caller(request, services)
+    if staff is None:
+        raise Unauthenticated("send 'Authorization: Bearer <agency API key>' or sign in (session cookie)")
+    if request.method not in SAFE_METHODS and not csrf_matches(
+        staff.csrf_token, request.headers.get("x-csrf-token")
+    ):
+        raise Forbidden(
+            "a signed-in request that changes state needs the X-CSRF-Token header", code="csrf-failed"
+        )
+    return staff
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def require_roles(*roles: str) -> Callable[[Caller], Caller]:
+    """A dependency that lets only these roles through (403 ``role-forbidden`` otherwise)."""
+    allowed = frozenset(roles)
+
+    def check(caller: CallerDep) -> Caller:
+        if caller.role not in allowed:
+            raise Forbidden(
+                f"role '{caller.role}' may not use this endpoint (allowed: {', '.join(sorted(allowed))})",
+                code="role-forbidden",
+            )
+        return caller
+
+    return check
+
+
+def client_address(request: Request) -> str:
+    """The address login throttling keys on (the direct peer; a proxy must be configured to pass it)."""
+    return request.client.host if request.client else "unknown"
+
+
+# The roles of each endpoint family, in one place (the authorisation matrix test reads these too).
+SUBMITTERS = ("system", "referrer")
+RECIPIENTS = ("system", "clinician", "case-worker", "supervisor")
+PARTIES = ("system", "clinician", "case-worker", "supervisor", "referrer")
+SENDERS = ("system", "referrer", "supervisor")
+MONITORS = ("district-monitor", "supervisor")
+AUDITORS = ("auditor",)
+ADMINS = ("admin",)
+STAFF_AND_SYSTEMS = (
+    "system",
+    "clinician",
+    "case-worker",
+    "referrer",
+    "supervisor",
+    "district-monitor",
+    "auditor",
+    "admin",
+)
+
+Submitter = Annotated[Caller, Depends(require_roles(*SUBMITTERS))]
+Recipient = Annotated[Caller, Depends(require_roles(*RECIPIENTS))]
+Party = Annotated[Caller, Depends(require_roles(*PARTIES))]
+Sender = Annotated[Caller, Depends(require_roles(*SENDERS))]
+Monitor = Annotated[Caller, Depends(require_roles(*MONITORS))]
+Supervisor = Annotated[Caller, Depends(require_roles("supervisor"))]
+Auditor = Annotated[Caller, Depends(require_roles(*AUDITORS))]
+Admin = Annotated[Caller, Depends(require_roles(*ADMINS))]
+AnyCaller = Annotated[Caller, Depends(require_roles(*STAFF_AND_SYSTEMS))]

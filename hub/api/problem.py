@@ -3,19 +3,76 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
-from hub.domain.error import HubError
+from hub.domain.error import HubError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://qixin.example.org/problems/"
 MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error of this API is answered."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=[PROBLEM_BASE + "role-forbidden"])
+    title: str = Field(examples=["role forbidden"])
+    status: int = Field(examples=[403])
+    detail: str = Field(examples=["role 'auditor' may not use this endpoint (allowed: district-monitor)"])
+    instance: str = Field(examples=["/v1/dashboard/metrics"])
+    code: str = Field(description="Stable machine-readable code", examples=["role-forbidden"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Per-field problems: JSON path, rule, message",
+        examples=[[{"path": "$.status", "rule": "code-unknown", "message": "one of: requested, received"}]],
+    )
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a form without its CSRF token)",
+    401: "Missing or invalid credentials (API key or session)",
+    403: "Authenticated, but this role or agency may not do this",
+    404: "Not found, or not visible to the caller's agency",
+    409: "Conflicts with the current state (e.g. an invalid lifecycle transition)",
+    413: "Body larger than the configured limit",
+    422: "Does not match the schema or the Qixin profile",
+    429: "Too many requests; see Retry-After",
+    501: "Not implemented yet",
+    503: "A dependency (broker, database) is unavailable",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error statuses, all as problem+json."""
+    return {
+        s: {
+            "model": ProblemDetails,
+            "description": _DESCRIPTIONS.get(s, "Error"),
+            "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for s in statuses
+    }
+
+
+HtmlError = Callable[[Request, int, str, str], Response]
+
+
+def wants_html(request: Request) -> bool:
+    """Pages (everything but the API, health, metrics, docs and static files) answer errors in HTML."""
+    path = request.url.path
+    api = ("/v1/", "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc", "/static/")
+    return not path.startswith(api)
 
 
 def problem(
@@ -40,10 +97,17 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
     @app.exception_handler(HubError)
-    async def _hub_error(request: Request, exc: HubError) -> JSONResponse:
+    async def _hub_error(request: Request, exc: HubError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
+        if html_error is not None and wants_html(request):
+            response = html_error(request, exc.status, exc.code, exc.message)
+            if headers and exc.status == 429:
+                response.headers.update(headers)
+            return response
         return problem(
             exc.status,
             exc.code,
@@ -74,10 +138,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
             exc.status_code, "http-error"
         )
+        if html_error is not None and wants_html(request):
+            return html_error(request, exc.status_code, code, str(exc.detail))
         return problem(exc.status_code, code, code.replace("-", " "), str(exc.detail), request.url.path)
 
     @app.exception_handler(Exception)

@@ -14,6 +14,12 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("kafka", "kafka"),
     ("topics", "topics"),
     ("keys", "keys"),
+    ("rules", "rules"),
+    ("directory", "directory"),
+    ("validate", None),
+    ("disclose", None),
+    ("audit", "audit"),
+    ("users", "users"),
 ]
 
 

@@ -180,18 +180,23 @@ def _addressed(path: Path) -> str:
 
 
 def run_demo(settings: Settings, base_url: str) -> None:
+    from hub.adapters.sealing import open_or_initialise, sign_as
+
     keys = demo_keys(settings)
+    store = open_or_initialise(settings.keys)
     posted = 0
     for path in _sample_files():
         sender = _sender(path)
         if not sender:
             continue
-        answer = httpx.post(
-            f"{base_url}/v1/referrals",
-            content=path.read_bytes(),
-            headers={"Authorization": f"Bearer {keys[sender]}", "Content-Type": "application/fhir+json"},
-            timeout=30,
-        )
+        body = path.read_bytes()
+        headers = {
+            "Authorization": f"Bearer {keys[sender]}",
+            "Content-Type": "application/fhir+json",
+            # Demo custody: the hub's key store holds the sample organisations' signing keys.
+            "X-Qixin-Signature": sign_as(store, sender, body),
+        }
+        answer = httpx.post(f"{base_url}/v1/referrals", content=body, headers=headers, timeout=30)
         if answer.status_code == 202:
             posted += 1
             typer.echo(f"posted {path.name}: {answer.json()['referral_id']}")
@@ -200,6 +205,11 @@ def run_demo(settings: Settings, base_url: str) -> None:
     typer.echo(f"demo: {posted} referral(s) posted; API keys in {settings.var_dir / 'demo-keys.json'}")
     for org, key in sorted(keys.items()):
         typer.echo(f"  {org:34} curl -H 'Authorization: Bearer {key}' {base_url}/v1/inbox")
+    from hub.cli.users import create_demo_users
+
+    typer.echo(f"demo users (sign in at {base_url}/login; passwords in {settings.var_dir / 'demo-users.json'}):")
+    for username, password, org, role in create_demo_users(settings):
+        typer.echo(f"  {username:20} {password:18} {role:17} {org}")
 
 
 def demo() -> None:

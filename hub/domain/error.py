@@ -60,3 +60,18 @@ class Unauthenticated(HubError):
 class Unavailable(HubError):
     def __init__(self, message: str, code: str = "unavailable") -> None:
         super().__init__(message=message, code=code, status=503)
+
+
+class TooManyRequests(HubError):
+    """Throttled (login failures, submission rate); ``retry_after`` seconds go out as Retry-After."""
+
+    def __init__(self, message: str, retry_after: int, code: str = "too-many-requests") -> None:
+        super().__init__(message=message, code=code, status=429)
+        self.retry_after = max(1, int(retry_after))
+
+
+class BadRequest(HubError):
+    """The request contradicts itself (e.g. a time range that ends before it starts)."""
+
+    def __init__(self, message: str, code: str = "bad-request") -> None:
+        super().__init__(message=message, code=code, status=400)

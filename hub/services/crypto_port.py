@@ -301,8 +301,9 @@ class Opener(Protocol):
         delivery_id: str | None = None,
         recipient_org: str | None = None,
     ) -> bytes:
-        """Return the plaintext or raise CryptoMalformed, CryptoContextMismatch, CryptoWrongKey,
-        CryptoUnknownKey or CryptoTampered. ``recipient_org`` defaults to the opener's owner."""
+        """Return the plaintext or raise CryptoMalformed, CryptoContextMismatch (bound to another
+        referral/delivery/recipient than given), CryptoWrongKey (addressed to another owner),
+        CryptoUnknownKey (key id not in the ring) or CryptoTampered (authentication failed)."""
 
 
 class Signer(Protocol):

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from schemas.envelope import DeliveryCreated, Envelope, ReferralFacts, ReferralSubmitted, TaskStatusChanged
+from schemas.envelope import (
+    DeliveryCreated,
+    DeliveryOpened,
+    Envelope,
+    ReferralFacts,
+    ReferralSubmitted,
+    TaskStatusChanged,
+)
 
 
 class EventPublisher(Protocol):
@@ -77,6 +84,16 @@ class ReadModel(Protocol):
     def timeline(self, referral_id: str) -> list[dict[str, Any]]: ...
 
     def deliveries_of(self, referral_id: str) -> list[dict[str, Any]]: ...
+
+    def intake_of(self, referral_id: str) -> ReferralSubmitted | None: ...
+
+    def declined_orgs(self, referral_id: str) -> list[str]: ...
+
+    def record_opened(self, event: DeliveryOpened) -> bool: ...
+
+    def record_refusal(
+        self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
+    ) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from hub.services.port import ReadModel
-from schemas.envelope import DeliveryCreated, ReferralSubmitted, TaskStatusChanged
+from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
 
 class Project:
@@ -20,3 +20,14 @@ class Project:
 
     def status(self, event: TaskStatusChanged) -> bool:
         return self._rm.record_status(event)
+
+    def opened(self, event: DeliveryOpened) -> bool:
+        return self._rm.record_opened(event)
+
+    def refusal(self, referral_id: str, recipient_org: str, reason_code: str, at: datetime) -> bool:
+        event_id = f"{referral_id}:{recipient_org}:refused"
+        return self._rm.record_refusal(event_id, referral_id, recipient_org, reason_code, at)
+
+    def reroute_context(self, referral_id: str) -> tuple[ReferralSubmitted | None, tuple[str, ...]]:
+        """The intake event and every organisation that already declined this referral."""
+        return self._rm.intake_of(referral_id), tuple(self._rm.declined_orgs(referral_id))

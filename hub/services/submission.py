@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import orjson
 
 from hub.domain.error import Forbidden, InvalidInput
 from hub.services.port import Caller, Clock, EventPublisher
-from schemas.envelope import ReferralSubmitted
+from schemas.envelope import InboundSubmission, ReferralSubmitted
 from schemas.profile import ProfileError, validate_referral
 from schemas.topic import REFERRALS_SUBMITTED
 
@@ -20,23 +22,41 @@ class Accepted:
     status: str = "accepted"
 
 
-class IntakeSealer:
-    """Default no-op seal hook; the crypto adapter replaces it (see bootstrap)."""
-
+class IntakeSealer(Protocol):
     def seal_for_hub(self, referral_id: str, payload: bytes) -> tuple[str, str]:
-        return "", ""
+        """Seal the accepted Bundle so only the hub can read it on the topic: (token, key id)."""
+
+
+class SignatureCheck(Protocol):
+    def verify(self, body: bytes, signature: str | None, sender_org: str) -> str:
+        """Return the key id that signed ``body``; raise a signature error otherwise."""
 
 
 class SubmitReferral:
     def __init__(
-        self, publisher: EventPublisher, clock: Clock, topic_name: Any, sealer: IntakeSealer | None = None
+        self,
+        publisher: EventPublisher,
+        clock: Clock,
+        topic_name: Any,
+        sealer: IntakeSealer,
+        signatures: SignatureCheck | None,
     ) -> None:
         self._publisher = publisher
         self._clock = clock
         self._topic = topic_name(REFERRALS_SUBMITTED.name)
-        self._sealer = sealer or IntakeSealer()
+        self._sealer = sealer
+        self._signatures = signatures  # None only where the operator turned signatures off
 
-    async def __call__(self, caller: Caller, bundle: dict[str, Any], raw: bytes) -> Accepted:
+    async def __call__(
+        self, caller: Caller, bundle: dict[str, Any], raw: bytes, signature: str | None = None
+    ) -> Accepted:
+        """An HTTP submission: the API key's agency must be the Bundle's sender."""
+        return await self.accept(bundle, raw, signature, caller_org=caller.org_id)
+
+    async def accept(
+        self, bundle: dict[str, Any], raw: bytes, signature: str | None, caller_org: str | None = None
+    ) -> Accepted:
+        """Validate, check the sender and its signature, seal for the hub, publish (both transports)."""
         try:
             referral = validate_referral(bundle, size=len(raw), now=self._clock.now())
         except ProfileError as exc:
@@ -45,11 +65,13 @@ class SubmitReferral:
                 details=[i.as_dict() for i in exc.issues],
                 code="profile-invalid",
             ) from None
-        if referral.sender_org != caller.org_id:
+        if caller_org is not None and referral.sender_org != caller_org:
             raise Forbidden(
-                f"credentials of '{caller.org_id}' cannot submit for sender '{referral.sender_org}'",
+                f"credentials of '{caller_org}' cannot submit for sender '{referral.sender_org}'",
                 code="sender-mismatch",
             )
+        if self._signatures is not None:
+            self._signatures.verify(raw, signature, referral.sender_org)
         sealed, key_id = self._sealer.seal_for_hub(referral.referral_id, raw)
         event = ReferralSubmitted(
             event_id=str(uuid.uuid4()),
@@ -63,3 +85,26 @@ class SubmitReferral:
         )
         await self._publisher.publish(self._topic, referral.referral_id, event)
         return Accepted(referral_id=referral.referral_id, message_id=referral.message_id)
+
+
+class InboundOpener(Protocol):
+    def open_inbound(self, submission_id: str, token: str) -> bytes: ...
+
+
+class AcceptInbound:
+    """A connector's submission straight to Kafka: opened, then treated like an HTTP submission."""
+
+    def __init__(self, opener: InboundOpener, submit: SubmitReferral) -> None:
+        self._opener = opener
+        self._submit = submit
+
+    async def __call__(self, record: InboundSubmission) -> Accepted:
+        raw = self._opener.open_inbound(record.submission_id, record.sealed_bundle)
+        try:
+            bundle = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidInput("the sealed Bundle is not JSON", code="body-not-json") from None
+        if not isinstance(bundle, dict):
+            raise InvalidInput("the sealed payload is not a FHIR resource", code="body-not-json")
+        # The signature proves the sender; the record's sender_org must agree with the Bundle.
+        return await self._submit.accept(bundle, raw, record.signature, caller_org=record.sender_org)

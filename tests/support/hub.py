@@ -102,13 +102,25 @@ class RunningHub:
             base_url=self.base_url, timeout=30, headers={"Authorization": f"Bearer {self.key_for(org)}"}
         )
 
-    def submit(self, org: str, bundle: dict[str, Any]) -> httpx.Response:
+    def key_store(self) -> Any:
+        from hub.adapters.keystore import KeyStore
+        from hub.settings import KeySettings
+
+        return KeyStore.open(KeySettings(store_dir=self.var_dir / "keys"))
+
+    def sign(self, org: str, body: bytes) -> str:
+        from hub.adapters.sealing import sign_as
+
+        return sign_as(self.key_store(), org, body)
+
+    def submit(self, org: str, bundle: dict[str, Any], *, signed_by: str | None = None) -> httpx.Response:
+        body = json.dumps(bundle, ensure_ascii=False).encode()
+        headers = {
+            "Content-Type": "application/fhir+json",
+            "X-Qixin-Signature": self.sign(signed_by or org, body),
+        }
         with self.client(org) as c:
-            return c.post(
-                "/v1/referrals",
-                content=json.dumps(bundle, ensure_ascii=False).encode(),
-                headers={"Content-Type": "application/fhir+json"},
-            )
+            return c.post("/v1/referrals", content=body, headers=headers)
 
     def wait_inbox(self, org: str, referral_id: str, timeout: float = 60) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,52 @@
+"""SQL source of de-identified delivery facts for the dashboard metrics (no pseudonyms, no content)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from hub.adapters.db import deliveries, referrals
+from hub.services.metric import DeliveryFact
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class SqlMetricSource:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def delivery_facts(
+        self, since: datetime | None, until: datetime | None, org_id: str | None
+    ) -> list[DeliveryFact]:
+        d = deliveries.c
+        q = sa.select(
+            d.sender_org,
+            d.recipient_org,
+            d.town,
+            d.risk_level,
+            d.legal_basis,
+            d.status,
+            referrals.c.submitted_at,
+            d.created_at,
+            d.ack_due,
+            d.first_contact_due,
+            d.acknowledged_at,
+            d.decided_at,
+            d.first_contact_at,
+            d.closed_at,
+        ).select_from(deliveries.outerjoin(referrals, referrals.c.referral_id == d.referral_id))
+        if since is not None:
+            q = q.where(d.created_at >= since)
+        if until is not None:
+            q = q.where(d.created_at < until)
+        if org_id is not None:
+            q = q.where(sa.or_(d.sender_org == org_id, d.recipient_org == org_id))
+        with self._engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [DeliveryFact(**{k: _aware(v) for k, v in r.items()}) for r in rows]
