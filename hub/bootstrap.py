@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import faust
@@ -11,27 +12,39 @@ from fastapi import FastAPI
 from hub.adapters.apikey import ApiKeyStore
 from hub.adapters.auditstore import SqlAuditStore
 from hub.adapters.clock import SystemClock
+from hub.adapters.consentsql import SqlConsents
 from hub.adapters.db import create_schema, make_engine
 from hub.adapters.directory import load_directory
 from hub.adapters.kafka import KafkaPublisher, broker_reachable
 from hub.adapters.readmodel import SqlReadModel
 from hub.adapters.rules import RuleSetHolder, RulesRouter
 from hub.adapters.sealing import HubSealing, SubmissionVerifier, open_or_initialise
+from hub.adapters.slasql import SqlSla
 from hub.adapters.vault import SqlKeyVault
 from hub.adapters.workcalendar import ChinaWorkCalendar
-from hub.agents import accept_inbound, chain_audit, project_events, route_referrals
+from hub.agents import (
+    accept_inbound,
+    apply_consents,
+    chain_audit,
+    monitor_sla,
+    project_events,
+    route_referrals,
+)
 from hub.agents.app import make_app
 from hub.agents.chain_audit import AuditChainServices
 from hub.agents.pipeline import PipelineServices
 from hub.agents.publisher import FaustPublisher
 from hub.api.app import create_app
 from hub.api.deps import ApiServices
+from hub.domain.sla import SlaPolicy
 from hub.services.audit import AppendToChain
+from hub.services.consent import ApplyConsentChange, CurrentConsents
 from hub.services.crypto_port import HUB_OWNER, KeyKind
 from hub.services.disclosure import ConsentDisclosure
 from hub.services.projection import Project
 from hub.services.query import Queries
 from hub.services.routing import RouteReferral
+from hub.services.sla import MonitorSla, ScheduleFollowUps
 from hub.services.submission import AcceptInbound, SubmitReferral
 from hub.services.task import TransitionTask
 from hub.settings import Settings, load_settings
@@ -163,27 +176,50 @@ def build_worker(settings: Settings | None = None) -> faust.App:
     hub_keys.ensure(HUB_OWNER, KeyKind.ED25519)
     sealing = HubSealing(hub_keys, settings.keys.demo_custody)
     app = make_app(settings)
+    publisher = FaustPublisher(app)
     verifier = (
         SubmissionVerifier(hub_keys, settings.keys.demo_custody) if settings.api.require_signatures else None
     )
-    submit = SubmitReferral(FaustPublisher(app), clock, settings.topic, sealing, verifier)
+    submit = SubmitReferral(publisher, clock, settings.topic, sealing, verifier)
+    router = build_router(settings)
+    vault = SqlKeyVault(engine)
+    consent_state = SqlConsents(engine)
+    sla_store = SqlSla(engine, router.holder.directory)
     services = PipelineServices(
         route=RouteReferral(
-            build_router(settings),
+            router,
             clock,
             opener=sealing,
-            disclosure=ConsentDisclosure(default_disclosure_policy()),
+            disclosure=ConsentDisclosure(default_disclosure_policy(), CurrentConsents(consent_state)),
             sealing=sealing,
-            vault=SqlKeyVault(engine),
+            vault=vault,
         ),
         project=Project(SqlReadModel(engine)),
         clock=clock,
         topic_name=settings.topic,
         accept_inbound=AcceptInbound(sealing, submit),
+        publisher=publisher,
+        monitor_sla=MonitorSla(
+            sla_store,
+            publisher,
+            clock,
+            settings.topic,
+            SlaPolicy(reminder_fraction=settings.sla.reminder_fraction),
+        ),
+        schedule_followups=ScheduleFollowUps(
+            sla_store, [timedelta(days=d) for d in settings.sla.followup_offsets_days]
+        ),
+        apply_consent=ApplyConsentChange(consent_state, vault, consent_state, clock),
+        record_escalation=sla_store.record_escalation,
+        record_follow_up=sla_store.record_follow_up,
+        record_withdrawal=consent_state.record_withdrawal,
+        sla_check_seconds=settings.sla.check_seconds,
     )
     accept_inbound.register(app, services)
     route_referrals.register(app, services)
     project_events.register(app, services)
+    monitor_sla.register(app, services)
+    apply_consents.register(app, services)
     chain_audit.register(
         app,
         AuditChainServices(

@@ -75,6 +75,12 @@ class RulesSettings(BaseModel):
     reload_seconds: float = 10.0
 
 
+class SlaSettings(BaseModel):
+    check_seconds: float = 30.0  # how often workers look for due reminders and escalations
+    reminder_fraction: float = 0.75  # remind the owner once this share of a deadline's window passed
+    followup_offsets_days: list[float] = Field(default_factory=lambda: [14.0, 30.0, 90.0])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HUB_", env_nested_delimiter="__", extra="ignore")
 
@@ -87,6 +93,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     keys: KeySettings = Field(default_factory=KeySettings)
     rules: RulesSettings = Field(default_factory=RulesSettings)
+    sla: SlaSettings = Field(default_factory=SlaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")

@@ -105,6 +105,8 @@ class DeliveryCreated(Envelope):
     created_at: datetime
     ack_due: datetime | None = None
     first_contact_due: datetime | None = None
+    decide_due: datetime | None = None
+    escalation: list[str] = Field(default_factory=list)
     sealed_view: str = ""  # base64 ciphertext of the minimised view for the recipient
     view_key_id: str = ""
     town: str | None = None
@@ -176,3 +178,57 @@ class InboundSubmission(Envelope):
     bundle_key_id: str  # the hub key it was sealed for
     signature: str  # ed25519:<kid>:<b64url> over the exact Bundle bytes, purpose "submission"
     sent_at: datetime
+
+
+class SlaEscalated(Envelope):
+    """Event on ``sla.escalations``: a deadline neared (level 0, reminder) or passed (level 1+)."""
+
+    event_id: str  # deterministic: <delivery or follow-up id>:<kind>:<level>
+    subject_id: str  # the delivery id, or the follow-up id
+    referral_id: str
+    task_id: str | None = None
+    owner_org: str  # whose deadline it is
+    kind: str  # ack | decide | first-contact | follow-up
+    level: int  # 0 reminder, 1 the agency's supervisor, 2 the district centre, 3 the district office
+    notify: str  # organisation id or "role:<name>" told at this level
+    due_at: datetime
+    at: datetime
+
+
+class FollowUpChanged(Envelope):
+    """Event on ``followups.changed``: follow-up visits scheduled after completion, or recorded done."""
+
+    event_id: str
+    followup_id: str
+    referral_id: str
+    owner_org: str
+    change: str  # scheduled | done
+    sequence: int = 0
+    due_at: datetime | None = None
+    outcome: str | None = None  # done: visited | unreachable | no-concerns (a code, never notes)
+    actor_org: str = "hub"
+    at: datetime
+
+
+class ConsentChanged(Envelope):
+    """Event on ``consents.changed``: a guardian's consent recorded, updated or revoked."""
+
+    event_id: str
+    consent_id: str
+    student_pseudonym: str
+    status: str  # active | inactive (revoked)
+    sender_org: str
+    at: datetime
+    summary: ConsentSummary | None = None
+
+
+class DeliveryWithdrawn(Envelope):
+    """Event on ``deliveries.withdrawn``: an unopened delivery's key was destroyed (consent revoked)."""
+
+    event_id: str
+    delivery_id: str
+    referral_id: str
+    task_id: str
+    recipient_org: str
+    consent_id: str
+    at: datetime

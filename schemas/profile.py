@@ -1020,7 +1020,7 @@ def _referral(
                 )
     demo = c.check_patient(patient, demographics=True)
     c.check_related_persons(patient)
-    consents = c.check_consents(patient)
+    consents = _qualified(c.check_consents(patient), demo["pseudonym"])
     results = c.check_results(patient)
     if basis is None and c.of_type("Consent"):
         basis = "consent"
@@ -1175,6 +1175,14 @@ def _feedback(c: _Checker, header: Found | None, sender_org: str) -> FeedbackMes
     )
 
 
+def _qualified(consents: list[ConsentSummary], pseudonym: str) -> list[ConsentSummary]:
+    """Consent ids are only unique per student (every school numbers its forms): qualify them."""
+    return [
+        c.model_copy(update={"consent_id": f"{pseudonym}/{c.consent_id}"}) if pseudonym else c
+        for c in consents
+    ]
+
+
 def _consent_update(c: _Checker, header: Found | None, sender_org: str) -> ConsentUpdate | None:
     patient = c.one("Patient")
     consents = c.of_type("Consent")
@@ -1188,7 +1196,7 @@ def _consent_update(c: _Checker, header: Found | None, sender_org: str) -> Conse
             )
     demo = c.check_patient(patient, demographics=False)
     c.check_related_persons(patient)
-    summaries = c.check_consents(patient)
+    summaries = _qualified(c.check_consents(patient), demo["pseudonym"])
     if c.issues or header is None:
         return None
     return ConsentUpdate(

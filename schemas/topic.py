@@ -34,6 +34,10 @@ REFERRALS_SUBMITTED = TopicSpec("referrals.submitted", "Bundles accepted at the 
 DELIVERIES_CREATED = TopicSpec("deliveries.created", "One minimised, sealed copy per recipient")
 TASKS_STATUS_CHANGED = TopicSpec("tasks.status-changed", "Accepted lifecycle transitions")
 DELIVERIES_OPENED = TopicSpec("deliveries.opened", "Access notices: a recipient opened a delivery")
+DELIVERIES_WITHDRAWN = TopicSpec("deliveries.withdrawn", "Unopened deliveries withdrawn (keys destroyed)")
+SLA_ESCALATIONS = TopicSpec("sla.escalations", "SLA reminders and escalations")
+FOLLOWUPS_CHANGED = TopicSpec("followups.changed", "Follow-up visits scheduled and recorded")
+CONSENTS_CHANGED = TopicSpec("consents.changed", "Consent given, updated or revoked")
 # Audit and disclosure records must be kept at least 3 years (DESIGN §6).
 AUDIT_EVENTS = TopicSpec(
     "audit.events", "BALP-style audit events", retention_ms=3 * 366 * DAY_MS, partitions=1
@@ -48,6 +52,10 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     DELIVERIES_CREATED,
     TASKS_STATUS_CHANGED,
     DELIVERIES_OPENED,
+    DELIVERIES_WITHDRAWN,
+    SLA_ESCALATIONS,
+    FOLLOWUPS_CHANGED,
+    CONSENTS_CHANGED,
     AUDIT_EVENTS,
     DEADLETTERS,
 )

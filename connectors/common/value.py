@@ -55,7 +55,7 @@ def birth_year_month(value: object, *, today: date | None = None) -> str:
         raw = text(value)
         m = _YM.match(raw) or _COMPACT.match(raw)
         if not m:
-            raise ValueProblem(f"birth date {raw!r} is not a date such as 2012-03 or 2012年3月")
+            raise ValueProblem("birth date is not a date such as 2012-03 or 2012年3月")
         year, month = int(m.group(1)), int(m.group(2))
     if not 1 <= month <= 12:
         raise ValueProblem(f"birth month {month} is not 1-12")
@@ -141,7 +141,7 @@ _PHONE = re.compile(r"^\+?[\d\-\s()]{7,20}$")
 def phone(value: object) -> str:
     raw = text(value)
     if not _PHONE.match(raw):
-        raise ValueProblem(f"phone {raw!r} is not a phone number")
+        raise ValueProblem("not a phone number (7-20 digits)")
     return raw
 
 

@@ -125,12 +125,10 @@ class SqlAuditStore:
         )
         return values
 
-    def rows(self, batch: int = 1000) -> Iterator[ChainRow]:
-        after: int | None = None
+    def rows(self, after_seq: int = 0, batch: int = 1000) -> Iterator[ChainRow]:
+        after = after_seq
         while True:
-            q = sa.select(audit_log).order_by(audit_log.c.seq).limit(batch)
-            if after is not None:
-                q = q.where(audit_log.c.seq > after)
+            q = sa.select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(batch)
             with self._engine.connect() as conn:
                 page = list(conn.execute(q).mappings())
             for r in page:

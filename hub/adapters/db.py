@@ -52,6 +52,9 @@ deliveries = sa.Table(
     sa.Column("updated_at", _TS, nullable=False),
     sa.Column("ack_due", _TS),
     sa.Column("first_contact_due", _TS),
+    sa.Column("decide_due", _TS),
+    sa.Column("escalation", sa.JSON),
+    sa.Column("escalation_level", sa.Integer, nullable=False, default=0),
     sa.Column("acknowledged_at", _TS),
     sa.Column("decided_at", _TS),
     sa.Column("first_contact_at", _TS),
@@ -128,4 +131,55 @@ delivery_keys = sa.Table(
     sa.Column("first_opened_at", _TS),
     sa.Column("destroyed_at", _TS),
     sa.Column("destroyed_reason", sa.String(200)),
+)
+
+
+escalations = sa.Table(
+    "escalations",
+    metadata,
+    sa.Column("event_id", sa.String(160), primary_key=True),
+    sa.Column("subject_id", sa.String(80), nullable=False, index=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, index=True),
+    sa.Column("task_id", sa.String(64)),
+    sa.Column("owner_org", sa.String(100), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("notify", sa.String(120), nullable=False),
+    sa.Column("due_at", _TS, nullable=False),
+    sa.Column("at", _TS, nullable=False),
+)
+
+follow_ups = sa.Table(
+    "follow_ups",
+    metadata,
+    sa.Column("followup_id", sa.String(80), primary_key=True),
+    sa.Column("referral_id", sa.String(64), nullable=False, index=True),
+    sa.Column("owner_org", sa.String(100), nullable=False, index=True),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("scheduled_at", _TS, nullable=False),
+    sa.Column("due_at", _TS, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # due | done
+    sa.Column("outcome", sa.String(40)),
+    sa.Column("done_at", _TS),
+    sa.Column("escalation_level", sa.Integer, nullable=False, default=0),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("consent_id", sa.String(100), primary_key=True),
+    sa.Column("student_pseudonym", sa.String(100), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("sender_org", sa.String(100), nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+    sa.Column("last_event_id", sa.String(80), nullable=False),
+)
+
+deadletter_replays = sa.Table(
+    "deadletter_replays",
+    metadata,
+    sa.Column("event_id", sa.String(80), primary_key=True),
+    sa.Column("source_topic", sa.String(200), nullable=False),
+    sa.Column("replayed_at", _TS, nullable=False),
+    sa.Column("replayed_by", sa.String(100), nullable=False),
 )

@@ -1276,6 +1276,8 @@ class RulesRouter:
                 ack_due=due(now, r.ack, self.calendar) if r.ack else None,
                 first_contact_due=due(now, r.first_contact, self.calendar) if r.first_contact else None,
                 categories=r.categories or (),
+                decide_due=due(now, r.decide, self.calendar) if r.decide else None,
+                escalation=tuple(r.escalation),
             )
             for r in decision.routes
         ]

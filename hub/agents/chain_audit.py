@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import faust
 import orjson
+from faust.types import StreamT
 
 from hub.agents.deadletter import send_dead_letter
 from hub.domain.error import HubError
@@ -44,8 +45,10 @@ def register(app: faust.App, services: AuditChainServices) -> None:
     dead_letter_services = cast(Any, services)
 
     @app.agent(source, name="chain_audit")
-    async def chain_audit(stream: faust.Stream) -> None:
-        async for batch in stream.take_events(services.batch, within=services.within_s):
+    async def chain_audit(stream: StreamT) -> None:
+        # StreamT does not declare take_events; the object is a faust.Stream.
+        batches = cast(faust.Stream, stream).take_events(services.batch, within=services.within_s)
+        async for batch in batches:
             events: list[AuditEvent] = []
             kept: list[Any] = []
             for event in batch:

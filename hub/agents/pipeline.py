@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hub.services.port import Clock
+from hub.services.consent import ApplyConsentChange
+from hub.services.port import Clock, EventPublisher
 from hub.services.projection import Project
 from hub.services.routing import RouteReferral
+from hub.services.sla import MonitorSla, ScheduleFollowUps
 
 
 @dataclass(frozen=True)
@@ -18,3 +20,12 @@ class PipelineServices:
     clock: Clock
     topic_name: Callable[[str], str]  # applies the configured prefix
     accept_inbound: Callable[[Any], Awaitable[Any]]  # AcceptInbound
+    publisher: EventPublisher
+    monitor_sla: MonitorSla
+    schedule_followups: ScheduleFollowUps
+    apply_consent: ApplyConsentChange
+    # Projections of SLA, follow-up and withdrawal events (SqlSla / SqlConsents)
+    record_escalation: Callable[[Any], bool]
+    record_follow_up: Callable[[Any], bool]
+    record_withdrawal: Callable[[Any], bool]
+    sla_check_seconds: float = 30.0

@@ -11,7 +11,7 @@ from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
 from hub.agents.route_referrals import route_and_send
 from schemas.envelope import DeliveryCreated, DeliveryOpened, TaskStatusChanged
-from schemas.topic import DELIVERIES_CREATED, DELIVERIES_OPENED, TASKS_STATUS_CHANGED
+from schemas.topic import DELIVERIES_CREATED, DELIVERIES_OPENED, FOLLOWUPS_CHANGED, TASKS_STATUS_CHANGED
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
@@ -33,6 +33,10 @@ def register(app: faust.App, services: PipelineServices) -> None:
             try:
                 change = TaskStatusChanged.model_validate(orjson.loads(event.value))
                 await asyncio.to_thread(services.project.status, change)
+                if change.to_status == "completed":
+                    topic = services.topic_name(FOLLOWUPS_CHANGED.name)
+                    for scheduled in await asyncio.to_thread(services.schedule_followups, change):
+                        await services.publisher.publish(topic, scheduled.referral_id, scheduled)
                 if change.to_status == "rejected":
                     # A declined referral goes to the next recipient of its pathway.
                     intake, declined = await asyncio.to_thread(

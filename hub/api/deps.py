@@ -47,7 +47,8 @@ class ApiServices:
 
 
 def get_services(request: Request) -> ApiServices:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: ApiServices = request.app.state.services
+    return services
 
 
 ServicesDep = Annotated[ApiServices, Depends(get_services)]
@@ -74,7 +75,7 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
         caller = services.authenticate(token)
         if caller is None:
             raise Unauthenticated("the API key is unknown or disabled")
-        return caller  # type: ignore[no-any-return]
+        return caller
     if request.headers.get("authorization"):
         raise Unauthenticated("send 'Authorization: Bearer <agency API key>'")
     staff = session_caller(request, services)

@@ -63,7 +63,8 @@ router = APIRouter(include_in_schema=False)
 
 
 def _services(request: Request) -> ApiServices:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: ApiServices = request.app.state.services
+    return services
 
 
 def _lang(request: Request) -> str:
@@ -230,10 +231,10 @@ def login_submit(
         response.set_cookie(LOGIN_CSRF_COOKIE, fresh, httponly=True, samesite="strict", path="/login")
         return response
     target = _safe_next(next) or HOME.get(session.user.role.value, "/")
-    response = RedirectResponse(target, status_code=303)
-    set_session_cookie(response, request, session, services.cookie_secure)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-    return response
+    redirect = RedirectResponse(target, status_code=303)
+    set_session_cookie(redirect, request, session, services.cookie_secure)
+    redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return redirect
 
 
 @router.post("/logout")
@@ -286,7 +287,7 @@ async def delivery_page(
     opened = await services.open_delivery(caller, task_id)
     row = opened.delivery
     detail = services.queries.referral(caller, row.referral_id)
-    mine = next((d for d in detail["deliveries"] if d["task_id"] == task_id), {})
+    mine: dict[str, Any] = next((d for d in detail["deliveries"] if d["task_id"] == task_id), {})
     status = TaskStatus(row.status)
     allowed = allowed_targets(status, Party.RECIPIENT)
     # Cancelling is the rare move: it goes last. Leaving on-hold for in-progress reads as "resume".
@@ -466,7 +467,7 @@ def escalations_page(request: Request) -> Response:
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(
+def audit_page(
     request: Request,
     referral_id: str | None = None,
     org_id: str | None = None,
@@ -477,28 +478,25 @@ async def audit_page(
     audit = services.audit
     events: list[dict[str, Any]] = []
     verification: dict[str, Any] | None = None
-    available = audit is not None
     if audit is not None:
-        # The audit colleague's services: search(caller, filters) and verify(caller) (sync or async).
-        events = await _maybe_await(
-            audit.search(caller, referral_id=referral_id or None, org_id=org_id or None, type=type or None)
+        from hub.services.audit import AuditSearch
+        from schemas.audit import AuditType
+
+        kind = AuditType(type) if type in {t.value for t in AuditType} else None
+        found = audit.search(
+            AuditSearch(referral_id=referral_id or None, agency=org_id or None, type=kind, limit=200)
         )
-        verification = await _maybe_await(audit.verify(caller))
+        events = [{**item["event"], "seq": item["seq"], "hash": item["hash"]} for item in found.items]
+        verification = audit.verify().as_dict()
     return render(
         request,
         "audit.html",
         caller,
-        available=available,
+        available=audit is not None,
         events=events,
         verification=verification,
         q={"referral_id": referral_id or "", "org_id": org_id or "", "type": type or ""},
     )
-
-
-async def _maybe_await(value: Any) -> Any:
-    if hasattr(value, "__await__"):
-        return await value
-    return value
 
 
 # ------------------------------------------------------------------------------------------ admin

@@ -13,12 +13,14 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("run", None),
     ("kafka", "kafka"),
     ("topics", "topics"),
+    ("deadletters", "deadletters"),
     ("keys", "keys"),
     ("rules", "rules"),
     ("directory", "directory"),
     ("validate", None),
     ("disclose", None),
     ("audit", "audit"),
+    ("connector", "connector"),
     ("users", "users"),
 ]
 

@@ -146,10 +146,10 @@ def checkpoint() -> None:
     settings = load_settings()
     try:
         signer = KeyStore.open(settings.keys).signer()
-    except HubError as exc:
+        made = AppendToChain(SqlAuditStore(_engine(settings)), signer, SystemClock()).checkpoint()
+    except HubError as exc:  # no key store, or a broken chain the hub refuses to seal
         typer.secho(f"error {exc.code}: {exc.message}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    made = AppendToChain(SqlAuditStore(_engine(settings)), signer, SystemClock()).checkpoint()
     if made is None:
         typer.echo("nothing new to seal: the newest checkpoint covers the head")
     else:

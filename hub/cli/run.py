@@ -207,7 +207,9 @@ def run_demo(settings: Settings, base_url: str) -> None:
         typer.echo(f"  {org:34} curl -H 'Authorization: Bearer {key}' {base_url}/v1/inbox")
     from hub.cli.users import create_demo_users
 
-    typer.echo(f"demo users (sign in at {base_url}/login; passwords in {settings.var_dir / 'demo-users.json'}):")
+    typer.echo(
+        f"demo users: sign in at {base_url}/login (passwords in {settings.var_dir / 'demo-users.json'})"
+    )
     for username, password, org, role in create_demo_users(settings):
         typer.echo(f"  {username:20} {password:18} {role:17} {org}")
 

@@ -45,10 +45,11 @@ def _identity(settings: Settings) -> Any:
         SqlUserRepository,
         create_tables,
     )
-    from hub.bootstrap import build_engine
+    from hub.adapters.db import make_engine
     from hub.services.identity import IdentityService, SessionPolicy
 
-    engine = build_engine(settings)
+    # Not hub.bootstrap: importing the whole composition root (faust, FHIR models) costs seconds.
+    engine = make_engine(settings.resolved_database_url(), settings.database.echo)
     create_tables(engine)
     auth = settings.auth
     return IdentityService(
@@ -100,6 +101,37 @@ def add(
     typer.echo(f"created {user.username} ({user.role.value} at {user.org_id}), id {user.user_id}")
     if not password_stdin:
         typer.echo(f"initial password: {password}")
+
+
+@app.command("import")
+def import_users(
+    source: typer.FileText = typer.Argument(
+        ..., help="JSON lines: {username, org, role, name?, password?}; - for stdin"
+    ),
+) -> None:
+    """Create many users at once (onboarding an agency); prints generated passwords."""
+    identity = _identity(load_settings())
+    failed = 0
+    for number, line in enumerate(source, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            user, password = identity.add_user(
+                row["username"], row["org"], row["role"], row.get("name", ""), row.get("password")
+            )
+        except HubError as exc:
+            failed += 1
+            typer.echo(f"line {number}: {exc.message} ({exc.code})", err=True)
+            continue
+        except (ValueError, KeyError, TypeError) as exc:
+            failed += 1
+            typer.echo(f"line {number}: not a user record ({type(exc).__name__}: {exc})", err=True)
+            continue
+        shown = "" if row.get("password") else f" password {password}"
+        typer.echo(f"created {user.username} ({user.role.value} at {user.org_id}){shown}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("disable")

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from hub.domain.error import Conflict
+from hub.domain.error import Conflict, HubError
 from schemas.audit import AuditEvent
 
 CHAIN_FORMAT = "qixin-audit-chain/v1"
@@ -216,6 +216,36 @@ def next_checkpoint(head: ChainHead, count: int, previous: Checkpoint | None, at
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The rows after a checkpoint, as checked before the next one is signed."""
+
+    end: ChainHead
+    rows: int
+    problem: str | None = None
+
+
+def check_segment(start: ChainHead, rows: Iterable[ChainRow]) -> Segment:
+    """Do ``rows`` continue the chain from ``start`` link by link? The hub signs nothing else."""
+    head, n = start, 0
+    for row in rows:
+        if row.seq != head.seq + 1:
+            return Segment(head, n, f"seq {head.seq + 1} expected after seq {head.seq}, found seq {row.seq}")
+        if row.prev_hash != head.hash:
+            return Segment(head, n, f"seq {row.seq} does not link to seq {head.seq}")
+        if link_hash(row.prev_hash, row.payload, row.seq) != row.hash:
+            return Segment(head, n, f"seq {row.seq} does not match its hash")
+        head, n = ChainHead(row.seq, row.hash), n + 1
+    return Segment(head, n)
+
+
+class ChainBroken(HubError):
+    """The chain since the last checkpoint does not verify: it will not be signed (run `hub audit verify`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message=message, code="audit-chain-broken", status=409)
+
+
 class SignatureCheck(Protocol):
     """Checks the hub's checkpoint signature; the crypto adapter implements it (the domain stays pure)."""
 
@@ -248,7 +278,12 @@ class ChainProblem:
         return f"{where}: {self.kind.value}: {self.detail}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind.value, "seq": self.seq, "checkpoint": self.checkpoint, "detail": self.detail}
+        return {
+            "kind": self.kind.value,
+            "seq": self.seq,
+            "checkpoint": self.checkpoint,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -335,22 +370,32 @@ def _span(lo: int, hi: int) -> str:
     return f"seq {lo}" if lo == hi else f"seq {lo}..{hi}"
 
 
-def _longest_increasing(values: Sequence[int]) -> set[int]:
-    """Indexes of one longest strictly increasing subsequence (patience sorting)."""
-    tails: list[int] = []
-    tail_index: list[int] = []
-    parent = [-1] * len(values)
-    for i, v in enumerate(values):
-        k = bisect_left(tails, v)
-        if k == len(tails):
-            tails.append(v)
-            tail_index.append(i)
-        else:
-            tails[k] = v
-            tail_index[k] = i
-        parent[i] = tail_index[k - 1] if k else -1
+def _in_order(origins: Sequence[int], weights: Sequence[int]) -> set[int]:
+    """Indexes of the heaviest strictly increasing subsequence of ``origins`` (O(n log n)).
+
+    Rows still at the seq they were written for weigh more, so when two rows trade places the rows
+    around them are not the ones blamed.
+    """
+    ranks = {v: r + 1 for r, v in enumerate(sorted(set(origins)))}
+    size = len(ranks)
+    tree: list[tuple[int, int]] = [(0, -1)] * (size + 1)  # Fenwick tree of prefix max (score, index)
+    parent = [-1] * len(origins)
+    best: tuple[int, int] = (0, -1)
+    for i, (origin, weight) in enumerate(zip(origins, weights, strict=True)):
+        r = ranks[origin] - 1
+        prefix: tuple[int, int] = (0, -1)
+        while r > 0:
+            prefix = max(prefix, tree[r])
+            r -= r & -r
+        score = prefix[0] + weight
+        parent[i] = prefix[1]
+        r = ranks[origin]
+        while r <= size:
+            tree[r] = max(tree[r], (score, i))
+            r += r & -r
+        best = max(best, (score, i))
     keep: set[int] = set()
-    i = tail_index[-1] if tail_index else -1
+    i = best[1]
     while i != -1:
         keep.add(i)
         i = parent[i]
@@ -408,7 +453,7 @@ def verify_chain(
             )
         )
     _recover_origins(slots)
-    genuine = _pick_genuine(slots, problems)
+    genuine = _pick_genuine(slots, {cp.head_hash for cp in checkpoints}, problems)
     last = max(genuine, default=0)
 
     by_stored = {s.seq: s for s in slots}
@@ -422,7 +467,9 @@ def verify_chain(
         slot = genuine[origin]
         if origin == 1:
             if slot.prev != GENESIS_HASH:
-                problems.add(ProblemKind.EDITED, slot.seq, "the first record does not link to the genesis hash")
+                problems.add(
+                    ProblemKind.EDITED, slot.seq, "the first record does not link to the genesis hash"
+                )
             continue
         before = genuine.get(origin - 1)
         if before is None or slot.prev == before.hash:
@@ -495,8 +542,12 @@ def _recover_origins(slots: list[_Slot]) -> None:
                     break
 
 
-def _pick_genuine(slots: list[_Slot], problems: _Problems) -> dict[int, _Slot]:
-    """One row per original seq; extra claimants are rows that were slipped in."""
+def _pick_genuine(slots: list[_Slot], heads: set[str], problems: _Problems) -> dict[int, _Slot]:
+    """One row per original seq; extra claimants are rows that were slipped in.
+
+    The genuine one explains its own hash, is linked to by its successor or sealed by a checkpoint;
+    failing those, it is the one that was pushed aside (an insert renumbers the rows after it).
+    """
     claims: dict[int, list[_Slot]] = {}
     for slot in slots:
         claims.setdefault(slot.origin, []).append(slot)
@@ -508,7 +559,12 @@ def _pick_genuine(slots: list[_Slot], problems: _Problems) -> dict[int, _Slot]:
             continue
         ranked = sorted(
             claimants,
-            key=lambda s: (not (s.recovered or s.content_of is not None), s.hash not in referenced, s.pos),
+            key=lambda s: (
+                not (s.recovered or s.content_of is not None),
+                s.hash not in referenced and s.hash not in heads,
+                s.seq == s.origin,
+                s.pos,
+            ),
         )
         genuine[origin] = ranked[0]
         for extra in ranked[1:]:
@@ -523,7 +579,8 @@ def _pick_genuine(slots: list[_Slot], problems: _Problems) -> dict[int, _Slot]:
 
 def _report_moves(genuine: dict[int, _Slot], by_stored: dict[int, _Slot], problems: _Problems) -> None:
     ordered = sorted(genuine.values(), key=lambda s: s.pos)
-    in_order = _longest_increasing([s.origin for s in ordered])
+    heavy = len(ordered) + 1
+    in_order = _in_order([s.origin for s in ordered], [heavy if s.seq == s.origin else 1 for s in ordered])
     reported: set[int] = set()
     for i, slot in enumerate(ordered):
         if i in in_order or slot.seq in reported:
@@ -588,6 +645,7 @@ def _check_checkpoints(
             f"the chain ends at seq {last}, but signed checkpoint {newest.number} covers seq {newest.seq} "
             f"({_span(last + 1, newest.seq)} gone)",
         )
+    origins = sorted(genuine)
     floor = 0
     rewritten = False  # after the first rewritten range, later head mismatches are its echo
     for cp in sorted(valid, key=lambda c: c.seq):
@@ -595,15 +653,16 @@ def _check_checkpoints(
             break
         slot = genuine.get(cp.seq)
         quiet = not problems.within(floor + 1, cp.seq)
-        if slot is not None and slot.hash != cp.head_hash and quiet and not rewritten:
-            rewritten = True
+        mismatch = slot is not None and slot.hash != cp.head_hash
+        if mismatch and quiet and not rewritten:
             problems.add(
                 ProblemKind.EDITED,
                 cp.seq,
                 f"{_span(floor + 1, cp.seq)} rewritten and re-hashed: the hash at seq {cp.seq} differs "
                 f"from signed checkpoint {cp.number}",
             )
-        held = sum(1 for o in genuine if o <= cp.seq)
+        held = bisect_right(origins, cp.seq)
+        rewritten = rewritten or mismatch
         # A count off by what is already reported before this checkpoint is no news.
         if held != cp.count and not problems.within(1, cp.seq):
             kind = ProblemKind.DELETED if held < cp.count else ProblemKind.INSERTED

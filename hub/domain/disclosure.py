@@ -220,7 +220,8 @@ def minimise(
     has permitted content. References to resources left out are removed, so the view resolves.
     """
     allowed_set = frozenset(allowed)
-    consent_set = frozenset(consent_ids)
+    # Consent ids are qualified by the student ("<pseudonym>/<Consent.id>"); the Bundle holds the bare id.
+    consent_set = frozenset(c.rsplit("/", 1)[-1] for c in consent_ids)
     by_entry: dict[int, list[Part]] = {}
     for part in content.parts:
         if part.category == ENVELOPE or (

@@ -314,7 +314,7 @@ class Condition(Protocol):
         ...
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|wd)\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|min|h|d|wd)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,13 +326,15 @@ class Deadline:
 
     @classmethod
     def parse(cls, text: str) -> Deadline:
-        """``30m``, ``2h``, ``7d`` (clock time) or ``3wd`` (working days)."""
+        """``30m``, ``2h``, ``7d`` (clock time) or ``3wd`` (working days); ``s`` for drills and tests."""
         m = _DURATION.match(str(text))
         if not m:
             raise ValueError(f"bad duration {text!r}: use 30m, 2h, 7d or 3wd (working days)")
         n, unit = int(m.group(1)), m.group(2)
         if n <= 0:
             raise ValueError(f"bad duration {text!r}: must be positive")
+        if unit == "s":
+            return cls(timedelta(seconds=n))
         if unit in ("m", "min"):
             return cls(timedelta(minutes=n))
         if unit == "h":
@@ -349,7 +351,9 @@ class Deadline:
             return f"{seconds // 86400}d"
         if seconds % 3600 == 0:
             return f"{seconds // 3600}h"
-        return f"{seconds // 60}m"
+        if seconds % 60 == 0:
+            return f"{seconds // 60}m"
+        return f"{seconds}s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 from hub.domain.audit import (
     GENESIS,
+    ChainBroken,
     ChainConflict,
     ChainHead,
     ChainReport,
@@ -19,6 +21,7 @@ from hub.domain.audit import (
     Checkpoint,
     SignatureCheck,
     chain,
+    check_segment,
     next_checkpoint,
     verify_chain,
 )
@@ -71,8 +74,8 @@ class AuditStore(Protocol):
     def insert(self, rows: Sequence[ChainRow]) -> None:
         """Insert in one transaction; raise ChainConflict if a seq or event id is taken."""
 
-    def rows(self, batch: int = 1000) -> Iterator[ChainRow]:
-        """Every row in stored seq order, with its index columns."""
+    def rows(self, after_seq: int = 0, batch: int = 1000) -> Iterator[ChainRow]:
+        """Rows with seq > after_seq in stored seq order, with their index columns."""
 
     def latest_checkpoint(self) -> Checkpoint | None: ...
 
@@ -163,7 +166,10 @@ class AppendToChain:
             self._head = ChainHead(rows[-1].seq, rows[-1].hash)
             checkpoint = None
             if rows[-1].seq // self._every > (rows[0].seq - 1) // self._every:  # passed a multiple
-                checkpoint = self._checkpoint(force=False)
+                # Logged when refused; the rows stay appended and `hub audit verify` says where.
+                with contextlib.suppress(ChainBroken):
+                    checkpoint = self._checkpoint(force=False)
+
             return Appended(rows=rows, duplicates=len(events) - len(rows), checkpoint=checkpoint)
         raise ChainConflict("could not append to the audit chain")  # pragma: no cover
 
@@ -179,8 +185,18 @@ class AppendToChain:
         previous = self._store.latest_checkpoint()
         if previous is not None and previous.seq >= head.seq and not force:
             return None
-        # Count up to the head read above: rows appended meanwhile belong to the next checkpoint.
-        unsigned = next_checkpoint(head, self._store.count(head.seq), previous, self._clock.now())
+        # Never seal what does not verify: re-check every link since the previous checkpoint, up to
+        # the head read above (rows appended meanwhile belong to the next checkpoint).
+        start = ChainHead(previous.seq, previous.head_hash) if previous else GENESIS
+        segment = check_segment(
+            start, (r for r in self._store.rows(after_seq=start.seq) if r.seq <= head.seq)
+        )
+        if segment.problem is not None or segment.end != head:
+            problem = segment.problem or f"the rows do not lead to the head at seq {head.seq}"
+            log.error("audit chain broken, checkpoint refused", extra={"seq": segment.end.seq})
+            raise ChainBroken(f"not signing a checkpoint: {problem}")
+        count = (previous.count if previous else 0) + segment.rows
+        unsigned = next_checkpoint(head, count, previous, self._clock.now())
         signature = self._signer.sign(unsigned.payload(), purpose=SignaturePurpose.AUDIT_CHECKPOINT)
         signed = Checkpoint(
             number=unsigned.number,
@@ -216,7 +232,7 @@ def hub_signature_check(verifier: Verifier, signer: str = HUB_OWNER) -> Signatur
 
 
 class AuditQueries:
-    """What auditors ask: which events concern a referral or an agency in a period, and is the chain intact."""
+    """What auditors ask: which events concern a referral or agency in a period; is the chain intact?"""
 
     def __init__(self, store: AuditStore, signature_check: SignatureCheck) -> None:
         self._store = store
@@ -229,7 +245,9 @@ class AuditQueries:
             raise InvalidInput("'since' is after 'until'", code="invalid-period")
         for bound in (query.since, query.until):
             if bound is not None and bound.tzinfo is None:
-                raise InvalidInput("times need a UTC offset, e.g. 2025-03-01T08:00:00+08:00", code="naive-time")
+                raise InvalidInput(
+                    "times need a UTC offset, e.g. 2025-03-01T08:00:00+08:00", code="naive-time"
+                )
         found = self._store.search(query)
         items = [{"seq": seq, "hash": digest, "event": _document(payload)} for seq, digest, payload in found]
         more = len(found) == query.limit

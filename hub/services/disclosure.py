@@ -14,8 +14,8 @@ from schemas.envelope import ConsentSummary, ReferralSubmitted
 
 
 class ConsentLookup(Protocol):
-    def current(self, student_pseudonym: str, at: datetime) -> Sequence[ConsentSummary] | None:
-        """Consents as updated since the referral (revocations included); None = use the referral's."""
+    def current(self, consents: Sequence[ConsentSummary], at: datetime) -> Sequence[ConsentSummary]:
+        """The referral's consents with the statuses recorded since (revocations included)."""
 
 
 class ConsentDisclosure:
@@ -33,7 +33,7 @@ class ConsentDisclosure:
     def decide(
         self, bundle: dict[str, Any], event: ReferralSubmitted, route: PlannedRoute, now: datetime
     ) -> DisclosureOutcome:
-        current = self._consents.current(event.student_pseudonym, now) if self._consents else None
+        current = self._consents.current(event.facts.consents, now) if self._consents else None
         content = self._content(bundle)
         fallback_reason = None
         if route.legal_basis == "emergency" and not content.emergency_reason:

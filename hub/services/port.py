@@ -39,6 +39,8 @@ class PlannedRoute:
     ack_due: datetime | None = None
     first_contact_due: datetime | None = None
     categories: tuple[str, ...] = ()
+    decide_due: datetime | None = None
+    escalation: tuple[str, ...] = ()  # organisation ids, or "role:<name>" at the recipient
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ class RouteReferral:
                     created_at=now,
                     ack_due=route.ack_due,
                     first_contact_due=route.first_contact_due,
+                    decide_due=route.decide_due,
+                    escalation=list(route.escalation),
                     sealed_view=seal.ciphertext,
                     view_key_id=seal.recipient_key_id,
                     town=event.facts.town,

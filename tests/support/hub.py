@@ -148,7 +148,14 @@ def with_new_message_id(bundle: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
-def make_hub(tmp: Path, bootstrap: str, pg_admin_url: str, *, worker: bool = True) -> RunningHub:
+def make_hub(
+    tmp: Path,
+    bootstrap: str,
+    pg_admin_url: str,
+    *,
+    worker: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> RunningHub:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     db_url = fresh_database(pg_admin_url, prefix.rstrip("."))
     port = free_port()
@@ -162,6 +169,7 @@ def make_hub(tmp: Path, bootstrap: str, pg_admin_url: str, *, worker: bool = Tru
         "HUB_API__PORT": str(port),
         "HUB_WORKER__LOG_LEVEL": "info",
     }
+    env.update(extra_env or {})
     hub = RunningHub(base_url=f"http://127.0.0.1:{port}", env=env, var_dir=tmp, prefix=prefix)
     subprocess.run(
         [sys.executable, "-m", "hub", "topics", "apply"], env=env, check=True, cwd=REPO, capture_output=True

@@ -19,6 +19,7 @@ from hub.adapters.crypto import Ed25519Signer, Ed25519Verifier, PublicKeyRegistr
 from hub.domain.audit import (
     GENESIS,
     GENESIS_HASH,
+    ChainBroken,
     ChainConflict,
     ChainHead,
     ChainReport,
@@ -109,7 +110,9 @@ def build(events: Sequence[AuditEvent], every: int | None = None) -> tuple[list[
         rows.append(row)
         head = ChainHead(row.seq, row.hash)
         if every and row.seq % every == 0:
-            checkpoints.append(sign(next_checkpoint(head, row.seq, checkpoints[-1] if checkpoints else None, T0)))
+            checkpoints.append(
+                sign(next_checkpoint(head, row.seq, checkpoints[-1] if checkpoints else None, T0))
+            )
     return rows, checkpoints
 
 
@@ -136,10 +139,11 @@ def rehash_from(rows: list[ChainRow], start: int) -> list[ChainRow]:
     return out
 
 
-def edited_payload(row: ChainRow, **changes: Any) -> bytes:
+def edited(row: ChainRow, **changes: Any) -> ChainRow:
+    """The row with its agent changed, search columns kept in step (a careful attacker)."""
     document = json.loads(row.payload)
     document["agent"].update(changes)
-    return canonical_json(document)
+    return dataclasses.replace(row, payload=canonical_json(document), index=index_of(document))
 
 
 def renumber(rows: Sequence[ChainRow], first: int, by: int) -> list[ChainRow]:
@@ -204,19 +208,19 @@ def test_canonical_bytes_do_not_depend_on_how_the_event_was_written() -> None:
 def test_an_edited_field_is_found_at_its_seq(events: list[AuditEvent], data: st.DataObject) -> None:
     rows, checkpoints = build(events, every=4)
     k = data.draw(st.integers(1, len(rows)))
-    row = rows[k - 1]
-    rows[k - 1] = dataclasses.replace(row, payload=edited_payload(row, org_id="someone-else"))
+    rows[k - 1] = edited(rows[k - 1], org_id="someone-else")
     assert found(verify(rows, checkpoints)) == [(ProblemKind.EDITED, k)]
 
 
 @settings(max_examples=60, deadline=None)
 @given(chains, st.data())
-def test_an_edit_rehashed_in_place_is_found_by_the_next_link(events: list[AuditEvent], data: st.DataObject) -> None:
+def test_an_edit_rehashed_in_place_is_found_by_the_next_link(
+    events: list[AuditEvent], data: st.DataObject
+) -> None:
     rows, _ = build(events)
     k = data.draw(st.integers(1, len(rows) - 1))
-    row = rows[k - 1]
-    payload = edited_payload(row, role="auditor")
-    rows[k - 1] = dataclasses.replace(row, payload=payload, hash=link_hash(row.prev_hash, payload, row.seq))
+    row = edited(rows[k - 1], role="auditor")
+    rows[k - 1] = dataclasses.replace(row, hash=link_hash(row.prev_hash, row.payload, row.seq))
     report = verify(rows)
     assert found(report) == [(ProblemKind.EDITED, k)]
     assert f"seq {k + 1} still links to the original" in report.problems[0].detail
@@ -337,8 +341,7 @@ def test_a_full_rewrite_after_an_edit_is_caught_by_the_checkpoint(
     if not checkpoints:
         return
     k = data.draw(st.integers(1, checkpoints[-1].seq))
-    payload = edited_payload(rows[k - 1], role="auditor")
-    rows[k - 1] = dataclasses.replace(rows[k - 1], payload=payload)
+    rows[k - 1] = edited(rows[k - 1], role="auditor")
     report = verify(rehash_from(rows, k - 1), checkpoints)
     covering = next(cp for cp in checkpoints if cp.seq >= k)
     assert found(report) == [(ProblemKind.EDITED, covering.seq)]
@@ -355,9 +358,7 @@ def test_a_forged_checkpoint_signature_is_found() -> None:
 
 def test_a_checkpoint_edited_without_re_signing_is_found() -> None:
     rows, checkpoints = build([event(i) for i in range(9)], every=3)
-    rewritten = rehash_from(
-        [*rows[:4], dataclasses.replace(rows[4], payload=edited_payload(rows[4], role="x")), *rows[5:]], 4
-    )
+    rewritten = rehash_from([*rows[:4], edited(rows[4], role="x"), *rows[5:]], 4)
     # The attacker also points the checkpoints at the new hashes, but cannot sign them.
     forged = [dataclasses.replace(cp, head_hash=rewritten[cp.seq - 1].hash) for cp in checkpoints]
     report = verify(rewritten, forged)
@@ -387,13 +388,19 @@ def test_checkpoints_verify_with_the_hubs_ed25519_key_and_no_other() -> None:
     check = hub_signature_check(Ed25519Verifier(registry))
     rows, _ = build([event(i) for i in range(4)])
     cp = next_checkpoint(ChainHead(4, rows[-1].hash), 4, None, T0)
-    good = dataclasses.replace(cp, signature=hub.sign(cp.payload(), purpose=SignaturePurpose.AUDIT_CHECKPOINT))
+    good = dataclasses.replace(
+        cp, signature=hub.sign(cp.payload(), purpose=SignaturePurpose.AUDIT_CHECKPOINT)
+    )
     assert good.key_id == hub.key_id
     assert verify_chain(rows, [good], check).ok
-    wrong_purpose = dataclasses.replace(cp, signature=hub.sign(cp.payload(), purpose=SignaturePurpose.DELIVERY))
+    wrong_purpose = dataclasses.replace(
+        cp, signature=hub.sign(cp.payload(), purpose=SignaturePurpose.DELIVERY)
+    )
     stranger = dataclasses.replace(
         cp,
-        signature=Ed25519Signer("hub", other_key).sign(cp.payload(), purpose=SignaturePurpose.AUDIT_CHECKPOINT),
+        signature=Ed25519Signer("hub", other_key).sign(
+            cp.payload(), purpose=SignaturePurpose.AUDIT_CHECKPOINT
+        ),
     )
     for bad in (wrong_purpose, stranger):
         report = verify_chain(rows, [bad], check)
@@ -427,8 +434,8 @@ class MemoryAuditStore:
             raise ChainConflict("event id taken")
         self.stored.extend(rows)
 
-    def rows(self, batch: int = 1000) -> Iterator[ChainRow]:
-        return iter(list(self.stored))
+    def rows(self, after_seq: int = 0, batch: int = 1000) -> Iterator[ChainRow]:
+        return iter([r for r in self.stored if r.seq > after_seq])
 
     def latest_checkpoint(self) -> Checkpoint | None:
         return self.cps[-1] if self.cps else None
@@ -467,12 +474,14 @@ def test_append_is_idempotent_by_event_id_and_checkpoints_every_n() -> None:
     assert first.checkpoint is None
     again = append([event(1), event(2), event(3), event(3)])  # a redelivered batch with one new event
     assert ([r.seq for r in again.rows], again.duplicates) == ([4], 3)
-    assert again.checkpoint is not None and (again.checkpoint.number, again.checkpoint.seq) == (1, 4)
+    assert again.checkpoint is not None
+    assert (again.checkpoint.number, again.checkpoint.seq) == (1, 4)
     assert append([event(1)]).rows == []
     assert append.checkpoint() is None  # nothing new since checkpoint 1
     append([event(9)])
     made = append.checkpoint()
-    assert made is not None and (made.number, made.seq, made.count) == (2, 5, 5)
+    assert made is not None
+    assert (made.number, made.seq, made.count) == (2, 5, 5)
     assert verify_chain(store.stored, store.cps, fake_check).ok
 
 
@@ -488,6 +497,18 @@ def test_a_second_writer_with_a_stale_head_retries_and_keeps_the_chain_whole() -
     assert verify_chain(store.stored, [], fake_check).ok
 
 
+def test_no_checkpoint_is_signed_over_a_chain_that_was_tampered_with() -> None:
+    store = MemoryAuditStore()
+    append = AppendToChain(store, FakeSigner(), FixedClock(), every=3)
+    append([event(i) for i in range(3)])
+    append([event(i) for i in range(3, 5)])
+    store.stored[3] = edited(store.stored[3], role="auditor")  # seq 4, after checkpoint 1
+    with pytest.raises(ChainBroken, match="seq 4 does not match its hash"):
+        append.checkpoint()
+    assert [r.seq for r in append([event(5)]).rows] == [6]  # still appended; no checkpoint made
+    assert [c.number for c in store.cps] == [1]
+
+
 class RecordingPublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Envelope]] = []
@@ -500,7 +521,10 @@ async def test_record_audit_publishes_on_the_prefixed_audit_topic() -> None:
     publisher = RecordingPublisher()
     await RecordAudit(publisher, lambda name: f"t1.{name}").record(event(3))
     await RecordAudit(publisher, "exact.topic").record(event(4, entity=AuditEntity()))
-    assert [(t, k) for t, k, _ in publisher.sent] == [("t1.audit.events", "ref-1"), ("exact.topic", "ev-00004")]
+    assert [(t, k) for t, k, _ in publisher.sent] == [
+        ("t1.audit.events", "ref-1"),
+        ("exact.topic", "ev-00004"),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -373,7 +373,7 @@ def test_school_to_camhs_with_guardian_consent_shares_screening_risk_contact_not
     seen = found(decision.view)
     assert {"screening", "risk", "contact"} <= seen
     assert not {"family", "case", "clinical", "education"} & seen
-    assert decision.consent_ids == ("consent-0001",)
+    assert decision.consent_ids == ("psn:k1:7QX2M4ZKD5R3T6YB/consent-0001",)
     assert decision.withheld == {"family", "case", "clinical", "education"}
     assert not decision.review_required
     assert decision.expires_at is None

@@ -156,7 +156,7 @@ def test_facts_carry_no_readable_pii() -> None:
 def test_consents_are_parsed_into_summaries() -> None:
     facts = validate_referral(sample("referral-school-camhs-high"), now=NOW).facts
     (c,) = facts.consents
-    assert c.consent_id == "consent-0001"
+    assert c.consent_id == "psn:k1:7QX2M4ZKD5R3T6YB/consent-0001"  # qualified by the student
     assert c.status == "active"
     assert c.grantor == "both"
     assert c.student_assent
@@ -218,7 +218,9 @@ def test_other_messages_give_typed_results() -> None:
     assert feedback.task_status == "completed"
     update = validate_message(load(SAMPLES / "messages" / "consent-update-revoked.json"), now=NOW)
     assert isinstance(update, ConsentUpdate)
-    assert [(c.consent_id, c.status) for c in update.consents] == [("consent-0001", "inactive")]
+    assert [(c.consent_id, c.status) for c in update.consents] == [
+        ("psn:k1:7QX2M4ZKD5R3T6YB/consent-0001", "inactive")
+    ]
     referral = validate_message(sample("referral-school-camhs-high"), now=NOW)
     assert isinstance(referral, ValidatedReferral)
 

@@ -23,7 +23,7 @@ def get_audit(request: Request) -> AuditQueries:
     audit = getattr(request.app.state, "audit", None)
     if audit is None:
         raise Unavailable("the audit trail is not configured in this process", code="audit-unavailable")
-    return audit  # type: ignore[no-any-return]
+    return audit
 
 
 AuditDep = Annotated[AuditQueries, Depends(get_audit)]
@@ -73,7 +73,7 @@ def events(
     ),
     since: datetime | None = Query(default=None, description="inclusive; ISO 8601 with offset"),
     until: datetime | None = Query(default=None, description="exclusive; ISO 8601 with offset"),
-    type: AuditType | None = Query(default=None),  # noqa: A002 - the public name of the filter
+    type: AuditType | None = Query(default=None),
     after: int = Query(default=0, ge=0, description="the `next_after` of the previous page"),
     limit: int = Query(default=100, ge=1, le=MAX_PAGE),
 ) -> AuditEventPage:

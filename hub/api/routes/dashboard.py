@@ -13,7 +13,7 @@ from hub.api.problem import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["dashboard"])
 
-_CELL_EXAMPLE = {
+_CELL_EXAMPLE: dict[str, Any] = {
     "key": "school-songjiang-no2-middle → camhs-songjiang-mhc",
     "n": 12,
     "suppressed": False,

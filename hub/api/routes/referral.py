@@ -62,7 +62,7 @@ class SentPage(BaseModel):
 
 def _example() -> dict[str, Any]:
     try:
-        from schemas.examples import EXAMPLES  # type: ignore[import-not-found]
+        from schemas.examples import EXAMPLES
 
         return {k: {"summary": k, "value": v} for k, v in EXAMPLES.items()}
     except Exception:

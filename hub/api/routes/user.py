@@ -40,7 +40,8 @@ class UserCreated(UserOut):
 def _identity(services: Any) -> IdentityService:
     if services.identity is None:
         raise Unavailable("staff sign-in is not configured", code="identity-unavailable")
-    return services.identity  # type: ignore[no-any-return]
+    identity: IdentityService = services.identity
+    return identity
 
 
 @router.get(

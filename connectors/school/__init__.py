@@ -1,0 +1,1 @@
+"""School screening connector: a screening platform's export (CSV/XLSX) -> scored -> referral Bundles."""

@@ -1,0 +1,40 @@
+"""Stream steps: consent changes -> withdraw unopened deliveries under a revoked consent -> projection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+import orjson
+
+from hub.agents.deadletter import send_dead_letter
+from hub.agents.pipeline import PipelineServices
+from schemas.envelope import ConsentChanged, DeliveryWithdrawn
+from schemas.topic import CONSENTS_CHANGED, DELIVERIES_WITHDRAWN
+
+
+def register(app: faust.App, services: PipelineServices) -> None:
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(services.topic_name(name), value_serializer="raw", key_serializer="raw")
+
+    withdrawn_topic = services.topic_name(DELIVERIES_WITHDRAWN.name)
+
+    @app.agent(raw_topic(CONSENTS_CHANGED.name), name="apply_consent_changes")
+    async def apply_consent_changes(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                change = ConsentChanged.model_validate(orjson.loads(event.value))
+                withdrawals = await asyncio.to_thread(services.apply_consent, change)
+                for withdrawal in withdrawals:
+                    await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
+            except Exception as exc:  # dead-letter, never block the partition
+                await send_dead_letter(app, services, "apply_consent_changes", event, exc)
+
+    @app.agent(raw_topic(DELIVERIES_WITHDRAWN.name), name="project_withdrawals")
+    async def project_withdrawals(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                withdrawal = DeliveryWithdrawn.model_validate(orjson.loads(event.value))
+                await asyncio.to_thread(services.record_withdrawal, withdrawal)
+            except Exception as exc:  # dead-letter, never block the partition
+                await send_dead_letter(app, services, "project_withdrawals", event, exc)

@@ -1,0 +1,48 @@
+"""Stream steps: the SLA monitor (a timer over persisted deadlines) and escalation/follow-up projections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+import orjson
+
+from hub.agents.deadletter import send_dead_letter
+from hub.agents.pipeline import PipelineServices
+from schemas.envelope import FollowUpChanged, SlaEscalated
+from schemas.topic import FOLLOWUPS_CHANGED, SLA_ESCALATIONS
+
+log = logging.getLogger(__name__)
+
+
+def register(app: faust.App, services: PipelineServices) -> None:
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(services.topic_name(name), value_serializer="raw", key_serializer="raw")
+
+    @app.timer(interval=services.sla_check_seconds, name="monitor_sla")
+    async def monitor_sla() -> None:
+        # Every worker runs this; escalation ids are deterministic, so duplicates collapse on projection.
+        try:
+            events = await asyncio.to_thread(services.monitor_sla.due)
+            await services.monitor_sla.publish(events)
+        except Exception as exc:  # a failed pass is retried at the next tick; the deadlines persist
+            log.warning("sla pass failed", extra={"error": type(exc).__name__})
+
+    @app.agent(raw_topic(SLA_ESCALATIONS.name), name="project_escalations")
+    async def project_escalations(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                escalation = SlaEscalated.model_validate(orjson.loads(event.value))
+                await asyncio.to_thread(services.record_escalation, escalation)
+            except Exception as exc:  # dead-letter, never block the partition
+                await send_dead_letter(app, services, "project_escalations", event, exc)
+
+    @app.agent(raw_topic(FOLLOWUPS_CHANGED.name), name="project_follow_ups")
+    async def project_follow_ups(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            try:
+                change = FollowUpChanged.model_validate(orjson.loads(event.value))
+                await asyncio.to_thread(services.record_follow_up, change)
+            except Exception as exc:  # dead-letter, never block the partition
+                await send_dead_letter(app, services, "project_follow_ups", event, exc)
