@@ -102,6 +102,80 @@ def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def side_processes(db_name: str) -> dict[str, int]:
+    """The broker's JVM (shared with anything else on it) and the PostgreSQL backends of our database."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "kafka.Kafka" in cmd:
+            found[f"broker-{proc.name}"] = int(proc.name)
+        elif cmd.startswith("postgres:") and f" {db_name} " in cmd:
+            found[f"postgres-{proc.name}"] = int(proc.name)
+    return found
+
+
+class CpuMeter:
+    """CPU used by each hub process, by this client, and by everything else, over one phase.
+
+    Wall-clock figures on a shared 2-core machine move with whatever else runs; CPU time per
+    referral does not (much), so every phase reports both.
+    """
+
+    def __init__(self, pids: dict[str, int], db_name: str) -> None:
+        self.db_name = db_name
+        self.pids = {**pids, "bench-client": os.getpid(), **side_processes(db_name)}
+        self.t0 = time.monotonic()
+        self.busy0 = machine_busy_seconds()
+        self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.load0 = os.getloadavg()[0]
+
+    def stop(self, referrals: int) -> dict[str, Any]:
+        wall = time.monotonic() - self.t0
+        self.pids.update(side_processes(self.db_name))  # backends opened during the phase count whole
+        used = {name: cpu_seconds(pid) - self.start.get(name, 0.0) for name, pid in self.pids.items()}
+        busy = machine_busy_seconds() - self.busy0
+        ours = sum(used.values())
+        per = max(referrals, 1)
+        groups: dict[str, float] = {}
+        for name, sec in used.items():
+            groups[name.split("-")[0]] = groups.get(name.split("-")[0], 0.0) + sec
+        return {
+            "wall_s": wall,
+            "cpu_s": used,
+            "cpu_ms_per_referral": {g: 1000 * sec / per for g, sec in groups.items()},
+            "hub_cpu_ms_per_referral": 1000
+            * sum(v for g, v in groups.items() if g in ("api", "worker"))
+            / per,
+            "system_cpu_ms_per_referral": 1000
+            * sum(v for g, v in groups.items() if g in ("api", "worker", "postgres", "broker"))
+            / per,
+            "machine_busy_cores": busy / wall if wall else None,
+            "other_busy_cores": (busy - ours) / wall if wall else None,  # other tenants, kernel
+            "loadavg_1m": [self.load0, os.getloadavg()[0]],
+        }
+
+
 @contextlib.contextmanager
 def servers() -> Iterator[tuple[str, str]]:
     """(kafka bootstrap, PostgreSQL admin URL): from the environment, else started here like the tests."""
@@ -146,7 +220,13 @@ def baseline_validate(sample: dict[str, Any], seconds: float) -> dict[str, Any]:
 
 
 async def baseline_kafka(
-    bootstrap: str, size: int, n: int, rate: float, duration: float, partitions: int, linger_ms: int,
+    bootstrap: str,
+    size: int,
+    n: int,
+    rate: float,
+    duration: float,
+    partitions: int,
+    linger_ms: int,
     batch_size: int,
 ) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -460,7 +540,11 @@ def prepare_bodies(hub: Hub, samples: list[dict[str, Any]], count: int) -> Prepa
 
 def start_hub(hub: Hub, workers: int) -> None:
     subprocess.run(
-        [sys.executable, "-m", "hub", "topics", "apply"], env=hub.env, check=True, cwd=ROOT, capture_output=True
+        [sys.executable, "-m", "hub", "topics", "apply"],
+        env=hub.env,
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
     )
     for i, port in enumerate(hub.ports):
         hub.start(f"api-{i}", "api", extra_env={"HUB_API__PORT": str(port)})
@@ -511,15 +595,57 @@ class Sent:
     referral_id: str = ""
 
 
-class Client:
-    def __init__(self, hub: Hub, prep: Prepared, concurrency: int) -> None:
-        import httpx
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client over pre-built request bytes.
 
+    On a 2-core machine the load generator competes with the hub for CPU; httpx costs a few
+    hundred microseconds of Python per request, this costs a write and a small parse. Only what
+    the API answers is supported: a status line, headers and a Content-Length body.
+    """
+
+    def __init__(self, port: int, limit: int) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.slots = asyncio.Semaphore(limit)
+        self.all: list[asyncio.StreamWriter] = []
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        async with self.slots:
+            if self.idle:
+                reader, writer = self.idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                self.all.append(writer)
+            try:
+                writer.write(raw)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split(" ", 2)[1])
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+                }
+                if "content-length" not in headers:
+                    raise RuntimeError(f"response without Content-Length: {headers}")
+                body = await reader.readexactly(int(headers["content-length"]))
+            except BaseException:
+                writer.close()
+                raise
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+            else:
+                self.idle.append((reader, writer))
+            return status, body
+
+    async def close(self) -> None:
+        for w in self.all:
+            w.close()
+
+
+class Client:
+    def __init__(self, hub: Hub, prep: Prepared, concurrency: int, kind: str = "raw") -> None:
         self.prep = prep
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.clients = [
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=60, limits=limits) for p in hub.ports
-        ]
+        self.kind = kind
+        self.ports = hub.ports
         self.headers = [
             {
                 "Authorization": f"Bearer {prep.api_keys[prep.orgs[i]]}",
@@ -528,18 +654,39 @@ class Client:
             }
             for i in range(len(prep.bodies))
         ]
+        if kind == "httpx":
+            import httpx
+
+            limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            self.clients: list[Any] = [
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{p}", timeout=60, limits=limits)
+                for p in hub.ports
+            ]
+        else:
+            self.clients = [RawHttp(p, concurrency) for p in hub.ports]
         self.errors: dict[str, int] = {}
 
-    async def post(self, i: int, start: float) -> Sent:
+    def raw_request(self, i: int) -> bytes:
+        port = self.ports[i % len(self.ports)]
+        body = self.prep.bodies[i]
+        head = ["POST /v1/referrals HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]
+        head += [f"{k}: {v}" for k, v in self.headers[i].items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+    async def post(self, i: int, start: float, raw: bytes | None = None) -> Sent:
         sent = Sent(i, start)
         client = self.clients[i % len(self.clients)]
         try:
-            r = await client.post("/v1/referrals", content=self.prep.bodies[i], headers=self.headers[i])
-            sent.status = r.status_code
-            if r.status_code == 202:
-                sent.referral_id = r.json()["referral_id"]
+            if self.kind == "httpx":
+                r = await client.post("/v1/referrals", content=self.prep.bodies[i], headers=self.headers[i])
+                status, body = r.status_code, r.content
             else:
-                key = f"{r.status_code} {r.text[:120]}"
+                status, body = await asyncio.wait_for(client.request(raw or self.raw_request(i)), 120)
+            sent.status = status
+            if status == 202:
+                sent.referral_id = json.loads(body)["referral_id"]
+            else:
+                key = f"{status} {body[:160].decode(errors='replace')}"
                 self.errors[key] = self.errors.get(key, 0) + 1
         except Exception as exc:  # counted, never fatal: the phase reports its failures
             key = type(exc).__name__
@@ -548,6 +695,7 @@ class Client:
         return sent
 
     async def open_loop(self, indexes: list[int], rate: float) -> list[Sent]:
+        raws = {i: self.raw_request(i) for i in indexes} if self.kind == "raw" else {}
         tasks = []
         t0 = time.monotonic() + 0.1
         w0 = time.time() + 0.1
@@ -555,23 +703,24 @@ class Client:
             delay = t0 + k / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self.post(i, w0 + k / rate)))
+            tasks.append(asyncio.create_task(self.post(i, w0 + k / rate, raws.get(i))))
         return list(await asyncio.gather(*tasks))
 
     async def closed_loop(self, indexes: list[int], concurrency: int) -> list[Sent]:
+        raws = {i: self.raw_request(i) for i in indexes} if self.kind == "raw" else {}
         queue = iter(indexes)
         results: list[Sent] = []
 
         async def lane() -> None:
             for i in queue:
-                results.append(await self.post(i, time.time()))
+                results.append(await self.post(i, time.time(), raws.get(i)))
 
         await asyncio.gather(*(lane() for _ in range(concurrency)))
         return results
 
     async def close(self) -> None:
         for c in self.clients:
-            await c.aclose()
+            await (c.aclose() if self.kind == "httpx" else c.close())
 
 
 def wait_visible(poller_conn: Any, stop: Any, proc: Any, timeout: float) -> dict[str, Any]:
@@ -670,14 +819,28 @@ async def wait_until_seen(db_url: str, referral_ids: list[str], timeout: float) 
 def start_profilers(hub: Hub, out_dir: Path, rate_hz: int) -> list[subprocess.Popen[bytes]]:
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
-        raise RuntimeError("--profile needs py-spy: .venv/bin/uv pip install --python .venv/bin/python py-spy")
+        raise RuntimeError(
+            "--profile needs py-spy: .venv/bin/uv pip install --python .venv/bin/python py-spy"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for name, proc in hub.procs.items():
         procs.append(
             subprocess.Popen(
-                [spy, "record", "--pid", str(proc.pid), "--rate", str(rate_hz), "--format", "raw",
-                 "--nonblocking", "--threads", "-o", str(out_dir / f"{name}.txt")],
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--rate",
+                    str(rate_hz),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--threads",
+                    "-o",
+                    str(out_dir / f"{name}.txt"),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -698,7 +861,7 @@ def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict[str, Any]:
-    client = Client(hub, prep, max(args.concurrency, 64))
+    client = Client(hub, prep, max(args.concurrency, 64), args.client)
     results: dict[str, Any] = {}
     try:
         n_warm = args.warmup
@@ -708,6 +871,7 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
         max_idx = list(range(n_warm + n_open, n_warm + n_open + args.n))
 
         say(f"warm-up: {n_warm} referrals")
+        pids = {name: p.pid for name, p in hub.procs.items()}
         sent = await client.closed_loop(warm, 8)
         visible = await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 120)
         if visible < n_warm:
@@ -718,12 +882,16 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
             say(f"open loop: {args.rate:g}/s for {args.duration:g} s ({n_open} referrals)")
             poller = Poller(hub.db_url, args.poll_ms)
             await asyncio.sleep(1.0)
+            meter = CpuMeter(pids, hub.prefix.rstrip("."))
             sent = await client.open_loop(open_idx, args.rate)
             await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 120)
+            cpu = meter.stop(len(sent))
             data = poller.collect()
             exp = expected_deliveries(hub.db_url, [s.referral_id for s in sent if s.referral_id])
             results["open_loop"] = phase_result("open_loop", sent, data["seen"], exp)
-            results["open_loop"].update(rate_per_s=args.rate, duration_s=args.duration, poll_queries=data["queries"])
+            results["open_loop"].update(
+                rate_per_s=args.rate, duration_s=args.duration, poll_queries=data["queries"], cpu=cpu
+            )
             results["open_loop"]["errors"] = dict(client.errors)
             client.errors.clear()
             await asyncio.sleep(1.0)
@@ -733,15 +901,17 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
             poller = Poller(hub.db_url, args.poll_ms)
             await asyncio.sleep(1.0)
             profilers = start_profilers(hub, Path(args.profile), args.profile_hz) if args.profile else []
+            meter = CpuMeter(pids, hub.prefix.rstrip("."))
             try:
                 sent = await client.closed_loop(max_idx, args.concurrency)
                 await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 300)
             finally:
                 stop_profilers(profilers)
+            cpu = meter.stop(len(sent))
             data = poller.collect()
             exp = expected_deliveries(hub.db_url, [s.referral_id for s in sent if s.referral_id])
             results["max"] = phase_result("max", sent, data["seen"], exp)
-            results["max"].update(concurrency=args.concurrency, poll_queries=data["queries"])
+            results["max"].update(concurrency=args.concurrency, poll_queries=data["queries"], cpu=cpu)
             results["max"]["errors"] = dict(client.errors)
     finally:
         await client.close()
@@ -759,6 +929,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="hub worker processes")
     p.add_argument("--api-workers", type=int, default=2, help="hub API processes (client round-robins)")
     p.add_argument("--concurrency", type=int, default=64, help="POSTs in flight in the max phase")
+    p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
     p.add_argument("--partitions", type=int, default=6, help="partitions of the hub's topics")
     p.add_argument("--warmup", type=int, default=100, help="referrals sent before any clock")
     p.add_argument("--poll-ms", type=float, default=5.0, help="visibility poll interval")
@@ -777,10 +948,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_samples(spec: str) -> list[dict[str, Any]]:
-    names = (
-        sorted(p.stem for p in SAMPLES.glob("referral-*.json")) if spec == "all" else spec.split(",")
-    )
-    return [json.loads((SAMPLES / f"{n.removesuffix('.json')}.json").read_text(encoding="utf-8")) for n in names]
+    names = sorted(p.stem for p in SAMPLES.glob("referral-*.json")) if spec == "all" else spec.split(",")
+    return [
+        json.loads((SAMPLES / f"{n.removesuffix('.json')}.json").read_text(encoding="utf-8")) for n in names
+    ]
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -788,24 +959,76 @@ def print_table(res: dict[str, Any]) -> None:
     o, m, r = res["phases"].get("open_loop"), res["phases"].get("max"), res["ratios"]
     rows: list[tuple[str, str, str]] = []
     if b:
-        rows.append(("fhir.resources Bundle.model_validate, 1 core", f"{b['fhir_per_s']:.0f}/s", f"{b['fhir_us']:.0f} us each"))
-        rows.append(("edge validate (fhir + Qixin profile), 1 core", f"{b['edge_validate_per_s']:.0f}/s", f"{b['edge_validate_us']:.0f} us each"))
+        rows.append(
+            (
+                "fhir.resources Bundle.model_validate, 1 core",
+                f"{b['fhir_per_s']:.0f}/s",
+                f"{b['fhir_us']:.0f} us each",
+            )
+        )
+        rows.append(
+            (
+                "edge validate (fhir + Qixin profile), 1 core",
+                f"{b['edge_validate_per_s']:.0f}/s",
+                f"{b['edge_validate_us']:.0f} us each",
+            )
+        )
     if k:
         lat = k["latency_at_rate_ms"]
-        rows.append((f"raw aiokafka produce->consume, {k['record_bytes']} B", f"{k['produce_consume_per_s']:.0f}/s",
-                     f"at {k['latency_rate_per_s']:g}/s p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} ms"))
+        rows.append(
+            (
+                f"raw aiokafka produce->consume, {k['record_bytes']} B",
+                f"{k['produce_consume_per_s']:.0f}/s",
+                f"at {k['latency_rate_per_s']:g}/s p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} ms",
+            )
+        )
     if o:
         lat = o["post_to_inbox_ms"]
-        rows.append((f"hub open loop {o['rate_per_s']:g}/s: POST -> inbox", f"{o['visible']}/{o['posted']} visible",
-                     f"p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} ms"))
+        rows.append(
+            (
+                f"hub open loop {o['rate_per_s']:g}/s: POST -> inbox",
+                f"{o['visible']}/{o['posted']} visible",
+                f"p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} ms",
+            )
+        )
         a = o["post_202_ms"]
-        rows.append(("hub open loop: POST -> 202", "", f"p50 {fmt(a['p50'])} p95 {fmt(a['p95'])} p99 {fmt(a['p99'])} ms"))
+        rows.append(
+            (
+                "hub open loop: POST -> 202",
+                "",
+                f"p50 {fmt(a['p50'])} p95 {fmt(a['p95'])} p99 {fmt(a['p99'])} ms",
+            )
+        )
     if m:
         lat = m["post_to_inbox_ms"]
-        rows.append((f"hub max ({m['concurrency']} in flight): sustained", f"{fmt(m.get('throughput_per_s'), '.0f')}/s",
-                     f"steady {fmt(m.get('steady_throughput_per_s'), '.0f')}/s; accepted {fmt(m.get('accepted_per_s'), '.0f')}/s"))
-        rows.append(("hub max: POST -> inbox", f"{m['visible']}/{m['posted']} visible",
-                     f"p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} ms"))
+        rows.append(
+            (
+                f"hub max ({m['concurrency']} in flight): sustained",
+                f"{fmt(m.get('throughput_per_s'), '.0f')}/s",
+                f"steady {fmt(m.get('steady_throughput_per_s'), '.0f')}/s; accepted {fmt(m.get('accepted_per_s'), '.0f')}/s",
+            )
+        )
+        rows.append(
+            (
+                "hub max: POST -> inbox",
+                f"{m['visible']}/{m['posted']} visible",
+                f"p50 {fmt(lat['p50'])} p95 {fmt(lat['p95'])} p99 {fmt(lat['p99'])} ms",
+            )
+        )
+    for ph in (o, m):
+        if ph and ph.get("cpu"):
+            c = ph["cpu"]
+            parts = ", ".join(f"{g} {v:.2f}" for g, v in sorted(c["cpu_ms_per_referral"].items()))
+            rows.append(
+                (f"  CPU ms per referral ({ph['phase']})", f"{c['hub_cpu_ms_per_referral']:.2f} hub", parts)
+            )
+            rows.append(
+                (
+                    f"  machine busy / others ({ph['phase']})",
+                    f"{fmt(c['machine_busy_cores'], '.2f')} cores",
+                    f"others {fmt(c['other_busy_cores'], '.2f')} cores; load {c['loadavg_1m'][0]:.1f}->{c['loadavg_1m'][1]:.1f}",
+                )
+            )
     w = max(len(x[0]) for x in rows) if rows else 10
     print()
     for a_, b_, c_ in rows:
@@ -815,10 +1038,14 @@ def print_table(res: dict[str, Any]) -> None:
         print(f"  {name:<44} {fmt(value, '.3f')}")
     t = res["targets"]
     print()
-    print(f"  target throughput >= {TARGET_RATE:.0f}/s or >= {TARGET_VALIDATE_RATIO} x validate rate: "
-          f"{'MET' if t.get('throughput_met') else 'not met'}")
-    print(f"  target p99 POST->inbox <= {TARGET_P99_MS:.0f} ms at {res['settings']['rate']:g}/s: "
-          f"{'MET' if t.get('p99_met') else 'not met'}")
+    print(
+        f"  target throughput >= {TARGET_RATE:.0f}/s or >= {TARGET_VALIDATE_RATIO} x validate rate: "
+        f"{'MET' if t.get('throughput_met') else 'not met'}"
+    )
+    print(
+        f"  target p99 POST->inbox <= {TARGET_P99_MS:.0f} ms at {res['settings']['rate']:g}/s: "
+        f"{'MET' if t.get('p99_met') else 'not met'}"
+    )
     print()
 
 
@@ -831,11 +1058,28 @@ def main() -> int:
         "benchmark": "pipeline: HTTP -> Kafka -> workers -> read model, with raw Kafka and validation baselines",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": os.getloadavg(),
+        },
         "settings": {
             k: getattr(args, k)
-            for k in ("n", "rate", "duration", "workers", "api_workers", "concurrency", "partitions",
-                      "warmup", "poll_ms", "samples", "hub_env", "pythonpath")
+            for k in (
+                "n",
+                "rate",
+                "duration",
+                "workers",
+                "api_workers",
+                "concurrency",
+                "partitions",
+                "warmup",
+                "poll_ms",
+                "samples",
+                "hub_env",
+                "pythonpath",
+                "client",
+            )
         },
         "baselines": {},
         "phases": {},
@@ -855,9 +1099,16 @@ def main() -> int:
                 result["baselines"]["validate"] = baseline_validate(samples[0], args.validate_seconds)
                 say(f"baseline: raw aiokafka, {prep.intake_record_bytes} B records")
                 result["baselines"]["kafka"] = asyncio.run(
-                    baseline_kafka(bootstrap, prep.intake_record_bytes, args.kafka_n, args.rate, 5.0,
-                                   args.partitions, int(hub.env.get("HUB_KAFKA__LINGER_MS", "5")),
-                                   int(hub.env.get("HUB_KAFKA__BATCH_SIZE", "262144")))
+                    baseline_kafka(
+                        bootstrap,
+                        prep.intake_record_bytes,
+                        args.kafka_n,
+                        args.rate,
+                        5.0,
+                        args.partitions,
+                        int(hub.env.get("HUB_KAFKA__LINGER_MS", "5")),
+                        int(hub.env.get("HUB_KAFKA__BATCH_SIZE", "262144")),
+                    )
                 )
             say(f"starting the hub: {args.api_workers} API, {args.workers} worker process(es)")
             start_hub(hub, args.workers)
@@ -889,13 +1140,19 @@ def main() -> int:
     if thr and k:
         ratios["hub throughput / raw kafka throughput"] = thr / k["produce_consume_per_s"]
     if o and k and o["post_to_inbox_ms"]["p99"] and k["latency_at_rate_ms"]["p99"]:
-        ratios["hub p99 / raw kafka p99 (same rate)"] = o["post_to_inbox_ms"]["p99"] / k["latency_at_rate_ms"]["p99"]
+        ratios["hub p99 / raw kafka p99 (same rate)"] = (
+            o["post_to_inbox_ms"]["p99"] / k["latency_at_rate_ms"]["p99"]
+        )
     if thr:
         ratios["hub throughput / 1000 target"] = thr / TARGET_RATE
     result["ratios"] = ratios
     result["targets"] = {
-        "throughput_met": bool(thr and (thr >= TARGET_RATE or (v and thr >= TARGET_VALIDATE_RATIO * v["fhir_per_s"]))),
-        "p99_met": bool(o and o["post_to_inbox_ms"]["p99"] is not None and o["post_to_inbox_ms"]["p99"] <= TARGET_P99_MS),
+        "throughput_met": bool(
+            thr and (thr >= TARGET_RATE or (v and thr >= TARGET_VALIDATE_RATIO * v["fhir_per_s"]))
+        ),
+        "p99_met": bool(
+            o and o["post_to_inbox_ms"]["p99"] is not None and o["post_to_inbox_ms"]["p99"] <= TARGET_P99_MS
+        ),
     }
     result["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(args.output)

@@ -36,15 +36,16 @@ from hub.agents.pipeline import PipelineServices
 from hub.agents.publisher import FaustPublisher
 from hub.api.app import create_app
 from hub.api.deps import ApiServices
+from hub.api.routes.followup import LifecycleServices
 from hub.domain.sla import SlaPolicy
-from hub.services.audit import AppendToChain
-from hub.services.consent import ApplyConsentChange, CurrentConsents
+from hub.services.audit import AppendToChain, RecordAudit
+from hub.services.consent import ApplyConsentChange, CurrentConsents, SubmitConsentUpdate
 from hub.services.crypto_port import HUB_OWNER, KeyKind
 from hub.services.disclosure import ConsentDisclosure
 from hub.services.projection import Project
 from hub.services.query import Queries
 from hub.services.routing import RouteReferral
-from hub.services.sla import MonitorSla, ScheduleFollowUps
+from hub.services.sla import MonitorSla, RecordFollowUp, ScheduleFollowUps
 from hub.services.submission import AcceptInbound, SubmitReferral
 from hub.services.task import TransitionTask
 from hub.settings import Settings, load_settings
@@ -87,12 +88,20 @@ def build_api(settings: Settings | None = None) -> FastAPI:
         health=health,
         **staff_services(settings, engine, read_model, publisher, clock, keys, sealing),
     )
-    return create_app(
+    app = create_app(
         services,
         max_body_bytes=settings.api.max_body_bytes,
         on_startup=publisher.start,
         on_shutdown=publisher.stop,
     )
+    sla_store = SqlSla(engine)
+    app.state.lifecycle = LifecycleServices(
+        record_follow_up=RecordFollowUp(sla_store, publisher, clock, settings.topic),
+        submit_consent=SubmitConsentUpdate(publisher, clock, settings.topic),
+        follow_ups_of=sla_store.follow_ups_of,
+        escalations_of=sla_store.escalations_of,
+    )
+    return app
 
 
 def staff_services(
@@ -213,7 +222,10 @@ def build_worker(settings: Settings | None = None) -> faust.App:
         record_escalation=sla_store.record_escalation,
         record_follow_up=sla_store.record_follow_up,
         record_withdrawal=consent_state.record_withdrawal,
+        audit=RecordAudit(publisher, settings.topic),
+        reload_rules=router.holder.reload_if_changed,
         sla_check_seconds=settings.sla.check_seconds,
+        rules_reload_seconds=settings.rules.reload_seconds,
     )
     accept_inbound.register(app, services)
     route_referrals.register(app, services)

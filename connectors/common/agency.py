@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from connectors.common.bundle import Org
 from connectors.common.directory import Directory
@@ -21,6 +22,7 @@ class ReadContext:
     pseudonymise: Callable[[str, str], str]  # (raw id, issuing org) -> pseudonym
     today: date
     config_file: Path | None = None
+    outbox: Any = None  # connectors.common.outbox.Outbox: what was handed over (HL7 lookups)
 
 
 Reader = Callable[[Path, ReadContext], Parsed]
@@ -33,7 +35,7 @@ class AgencyConnector:
     default_org: str | None
     help: str
     read_referrals: Reader | None
-    handler: Callable[[Path], Handler] = fhir_handler
+    handler: Callable[[Path, Org], Handler] = fhir_handler
     acknowledge_on_pull: bool = True
     needs_pseudonyms: bool = True
 

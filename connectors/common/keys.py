@@ -21,7 +21,7 @@ from hub.services.crypto_port import CryptoMalformed, KeyKind, decode_b64url, en
 from hub.settings import KeySettings
 
 
-class KeyConfigError(ValueError):
+class KeyConfigError(RuntimeError):
     """No usable key is configured; the message says which setting to give."""
 
 

@@ -153,13 +153,17 @@ class _Run:
         assert https is not None
 
         def one(p: _Prepared) -> Outcome:
-            if p.item.change is not None:
-                return https.change_status(p.item.change)
             assert p.outgoing is not None
             return https.submit(p.outgoing)
 
-        for prepared, outcome in zip(window, pool.map(one, window), strict=True):
+        # Referrals are independent and go concurrently; status changes of one Task must keep their
+        # order (received before accepted), so they go one after another.
+        referrals = [p for p in window if p.outgoing is not None]
+        for prepared, outcome in zip(referrals, pool.map(one, referrals), strict=True):
             self._settle(prepared, outcome)
+        for prepared in window:
+            if prepared.item.change is not None:
+                self._settle(prepared, https.change_status(prepared.item.change))
 
     def _send_kafka(self, window: list[_Prepared]) -> None:
         kafka, https = self.ctx.kafka, self.ctx.https
@@ -256,7 +260,7 @@ def pseudonym_of(content: dict[str, Any] | None) -> str | None:
     return None
 
 
-def fhir_handler(directory: Path) -> Handler:
+def fhir_handler(directory: Path, recipient: Org | None = None) -> Handler:
     """Write each delivery as ``<task id>.json``: the hub's delivery facts and the minimised Bundle."""
 
     def handle(item: dict[str, Any], opened: dict[str, Any]) -> tuple[list[str], str | None, str | None]:

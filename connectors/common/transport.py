@@ -82,6 +82,28 @@ def _problem(response: httpx.Response) -> tuple[str, str, tuple[dict[str, Any], 
     return str(body.get("code") or f"http-{response.status_code}"), str(body.get("detail") or ""), errors, body
 
 
+# How far along the lifecycle a status is: a Task already at or past the target took this update.
+_STAGE = {
+    "requested": 0,
+    "received": 1,
+    "accepted": 2,
+    "rejected": 2,
+    "in-progress": 3,
+    "on-hold": 3,
+    "completed": 4,
+    "failed": 4,
+    "cancelled": 4,
+    "entered-in-error": 4,
+}
+
+
+def _superseded(current: str, target: str) -> bool:
+    """A replayed update whose target the Task has reached or passed (the HIS resent an old message)."""
+    if current == target:
+        return True
+    return current in _STAGE and target in _STAGE and _STAGE[current] > _STAGE[target] and target != "cancelled"
+
+
 class HttpsTransport:
     """The hub's HTTP API, authenticated with the agency's API key; submissions signed."""
 
@@ -148,7 +170,7 @@ class HttpsTransport:
         code, detail, errors, body = _problem(answer)
         # A replayed update (the HIS re-sent its message, or the outbox was lost): the hub already moved
         # the task there. Same answer as success, flagged, so a re-run is quiet rather than an error.
-        already = answer.status_code == 409 and any(e.get("from") == change.status for e in errors)
+        already = answer.status_code == 409 and any(_superseded(str(e.get("from")), change.status) for e in errors)
         return Outcome(
             already, status=answer.status_code, code=code, detail=detail, errors=errors, already=already, body=body
         )

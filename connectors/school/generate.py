@@ -87,7 +87,7 @@ def rows(count: int, school_id: str, *, seed: int = 7, screening: date = date(20
             "date": screening.isoformat(),
             "consent": "是" if consent else "否",
             "consent_date": screening.isoformat() if consent else "",
-            "assent": "是" if consent and grade_index >= 8 and rng.random() < 0.7 else "",
+            "assent": "是" if consent and grade_index >= 8 and rng.random() < 0.9 else "",
             "guardian_name": synthetic.name(rng),
             "guardian_phone": synthetic.phone(rng),
             "guardian_relationship": rng.choice(_RELATION),

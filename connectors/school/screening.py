@@ -34,6 +34,8 @@ from connectors.common.value import (
     town,
     yes_no,
 )
+from hub.domain.error import HubError
+from schemas.profile import age_at
 from schemas.scoring import SPECS, RiskMapping, Scale, ScaleResult, score, suggest_risk
 
 CONFIG = Path(__file__).with_name("config.yaml")
@@ -98,6 +100,7 @@ class Config:
     consent_purposes: tuple[str, ...]
     consent_categories: tuple[str, ...]
     consent_months: int
+    assent_from_age: int
     flags: Mapping[str, str]
     answers: Mapping[str, int]
 
@@ -117,6 +120,7 @@ def load_config(path: Path | None = None) -> Config:
         consent_purposes=tuple(scope.get("purposes") or ()),
         consent_categories=tuple(scope.get("categories") or ()),
         consent_months=int(scope.get("months", 6)),
+        assent_from_age=int(scope.get("student_assent_from_age", 14)),
         flags={str(k).lower(): str(v) for k, v in (raw.get("flags") or {}).items()},
         answers={str(k).lower(): int(v) for k, v in (raw.get("answers") or {}).items()},
     )
@@ -187,7 +191,7 @@ class _Reader:
             return self.bad(row, "student_no", "the student number is empty")
         try:
             pseudonym = self.pseudonymise(raw_id, self.sender.id)
-        except ValueError as exc:  # PseudonymInvalidId (a HubError) or a ValueError
+        except (ValueError, HubError) as exc:  # PseudonymInvalidId
             return self.bad(row, "student_no", getattr(exc, "message", str(exc)))
         try:
             when = local_date(row.get("date"))
@@ -282,23 +286,31 @@ class _Reader:
         risk = max(risk, 1)
         row = student.row
         consented = yes_no(row.get("consent"))
-        legal_basis: str | None = "consent" if consented else None
+        birth = birth_year_month(row.get("birth"), today=self.today)
+        age = age_at(birth, datetime.combine(student.when, time(12), SHANGHAI))
+        assent_missing = (
+            consented and age is not None and age >= config.assent_from_age and not yes_no(row.get("assent"))
+        )
+        legal_basis: str | None = "consent" if consented and not assent_missing else None
         emergency_reason = None
-        if not consented:
+        if legal_basis is None:
             action = config.without_consent.get(risk, "hold")
             if action == "hold":
-                self.parsed.held.append(
-                    BadRow(student.first_row, "监护人同意", f"risk level {risk}: held until the guardian consents")
+                column, why = (
+                    ("学生同意", f"risk level {risk}: held until the student ({age}) assents as well")
+                    if assent_missing
+                    else ("监护人同意", f"risk level {risk}: held until the guardian consents")
                 )
+                self.parsed.held.append(BadRow(student.first_row, column, why))
                 return
             if action == "emergency":
                 legal_basis, emergency_reason = "emergency", config.emergency_reason
-        if risk == 4 and legal_basis != "emergency" and not consented:
+        if risk == 4 and legal_basis is None:
             legal_basis, emergency_reason = "emergency", config.emergency_reason
         if "suspected-abuse-neglect" in reasons and risk < 4:
             legal_basis = "statutory"  # the mandatory report needs no consent
         consent = None
-        if consented:
+        if consented and not assent_missing:
             try:
                 start = local_date(row.get("consent_date")) if text(row.get("consent_date")) else student.when
             except ValueProblem:
@@ -326,7 +338,7 @@ class _Reader:
         ordered = ["screening-positive", *sorted(reasons - {"screening-positive"}, key=_REASON_ORDER.index)]
         student_record = Student(
             pseudonym=student.pseudonym,
-            birth=birth_year_month(row.get("birth"), today=self.today),
+            birth=birth,
             gender=gender(row.get("gender")),
             town=town(row.get("town")),
             name=person_name(row.get("name")),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import consents, deliveries, timeline
+from hub.adapters.db import consents, deliveries, insert_once, timeline
 from schemas.envelope import ConsentChanged, DeliveryWithdrawn
 
 
@@ -37,7 +37,7 @@ class SqlConsents:
                 },
                 where=consents.c.status == "active",
             )
-            return bool(conn.execute(stmt).rowcount)
+            return conn.execute(stmt.returning(consents.c.consent_id)).first() is not None
 
     def statuses(self, consent_ids: Sequence[str]) -> dict[str, str]:
         if not consent_ids:
@@ -58,9 +58,10 @@ class SqlConsents:
 
     def record_withdrawal(self, event: DeliveryWithdrawn) -> bool:
         with self._engine.begin() as conn:
-            inserted = conn.execute(
-                self._insert(timeline)
-                .values(
+            inserted = insert_once(
+                conn,
+                timeline,
+                dict(
                     event_id=event.event_id,
                     referral_id=event.referral_id,
                     task_id=event.task_id or None,
@@ -69,9 +70,8 @@ class SqlConsents:
                     actor_role="system",
                     reason=f"consent {event.consent_id} revoked; delivery key destroyed",
                     at=event.at,
-                )
-                .on_conflict_do_nothing()
-            ).rowcount
+                ),
+            )
             if inserted:
                 conn.execute(
                     deliveries.update()

@@ -111,7 +111,26 @@ def make_engine(url: str, echo: bool = False) -> sa.Engine:
 
 
 def create_schema(engine: sa.Engine) -> None:
-    metadata.create_all(engine)
+    """Create missing tables; safe when the API and the workers start at the same moment."""
+    # Tables defined next to their repositories register on the shared metadata when imported.
+    from hub.adapters import auditstore, directory, user  # noqa: F401
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            # Serialise concurrent creators: CREATE TABLE races even with checkfirst.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7201442)"))
+            metadata.create_all(conn)
+        return
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.OperationalError:  # SQLite: another process holds the write lock
+            if attempt == 4:
+                raise
+            import time
+
+            time.sleep(0.5 * (attempt + 1))
 
 
 # Sealed delivery views and their wrapped data keys. The ciphertext also travels on Kafka; the wrapped
@@ -183,3 +202,16 @@ deadletter_replays = sa.Table(
     sa.Column("replayed_at", _TS, nullable=False),
     sa.Column("replayed_by", sa.String(100), nullable=False),
 )
+
+
+def insert_once(conn: sa.Connection, table: sa.Table, values: dict[str, object]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING; True when this call inserted the row.
+
+    RETURNING tells reliably (psycopg reports rowcount -1 for ON CONFLICT inserts).
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    key = next(iter(table.primary_key.columns))
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(stmt).first() is not None

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import deadletter_replays
+from hub.adapters.db import deadletter_replays, insert_once
 from hub.domain.error import Conflict, NotFound
 from hub.settings import Settings
 from schemas.envelope import DeadLetter
@@ -65,16 +65,16 @@ class DeadLetterAdmin:
     def replay(self, dead: DeadLetter, by: str = "cli") -> None:
         """Produce the original record again to its source topic; each dead letter replays once."""
         with self._engine.begin() as conn:
-            claimed = conn.execute(
-                self._insert(deadletter_replays)
-                .values(
+            claimed = insert_once(
+                conn,
+                deadletter_replays,
+                dict(
                     event_id=dead.event_id,
                     source_topic=dead.source_topic,
                     replayed_at=datetime.now(UTC),
                     replayed_by=by,
-                )
-                .on_conflict_do_nothing()
-            ).rowcount
+                ),
+            )
             if not claimed:
                 raise Conflict(
                     f"dead letter {dead.event_id} was already replayed", code="deadletter-replayed"

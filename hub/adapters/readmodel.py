@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import deliveries, referrals, timeline
+from hub.adapters.db import deliveries, insert_once, referrals, timeline
 from hub.services.port import DeliveryRow
 from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
@@ -42,8 +42,7 @@ class SqlReadModel:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     def _insert_once(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-        stmt = self._insert(table).values(**values).on_conflict_do_nothing()
-        return bool(conn.execute(stmt).rowcount)
+        return insert_once(conn, table, values)
 
     def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
         f = event.facts

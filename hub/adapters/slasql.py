@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import deliveries, escalations, follow_ups, referrals, timeline
+from hub.adapters.db import deliveries, escalations, follow_ups, insert_once, referrals, timeline
 from hub.adapters.readmodel import _aware
 from hub.domain.directory import Directory
 from hub.domain.sla import Deadline
@@ -93,9 +93,10 @@ class SqlSla:
     # -- projections -----------------------------------------------------------------------------
     def record_escalation(self, event: SlaEscalated) -> bool:
         with self._engine.begin() as conn:
-            inserted = conn.execute(
-                self._insert(escalations)
-                .values(
+            inserted = insert_once(
+                conn,
+                escalations,
+                dict(
                     event_id=event.event_id,
                     subject_id=event.subject_id,
                     referral_id=event.referral_id,
@@ -106,9 +107,8 @@ class SqlSla:
                     notify=event.notify,
                     due_at=event.due_at,
                     at=event.at,
-                )
-                .on_conflict_do_nothing()
-            ).rowcount
+                ),
+            )
             if not inserted:
                 return False
             table = follow_ups if event.kind == "follow-up" else deliveries
@@ -140,9 +140,10 @@ class SqlSla:
         with self._engine.begin() as conn:
             if event.change == "scheduled":
                 assert event.due_at is not None
-                done = conn.execute(
-                    self._insert(follow_ups)
-                    .values(
+                done = insert_once(
+                    conn,
+                    follow_ups,
+                    dict(
                         followup_id=event.followup_id,
                         referral_id=event.referral_id,
                         owner_org=event.owner_org,
@@ -151,9 +152,8 @@ class SqlSla:
                         due_at=event.due_at,
                         status="due",
                         escalation_level=0,
-                    )
-                    .on_conflict_do_nothing()
-                ).rowcount
+                    ),
+                )
                 kind, reason = "follow-up-scheduled", f"visit {event.sequence} due {event.due_at.date()}"
             else:
                 done = conn.execute(

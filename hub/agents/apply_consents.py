@@ -9,6 +9,7 @@ import orjson
 
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
+from hub.services.auditing import consent_change_event, withdrawal_event
 from schemas.envelope import ConsentChanged, DeliveryWithdrawn
 from schemas.topic import CONSENTS_CHANGED, DELIVERIES_WITHDRAWN
 
@@ -25,8 +26,10 @@ def register(app: faust.App, services: PipelineServices) -> None:
             try:
                 change = ConsentChanged.model_validate(orjson.loads(event.value))
                 withdrawals = await asyncio.to_thread(services.apply_consent, change)
+                await services.audit.record(consent_change_event(change))
                 for withdrawal in withdrawals:
                     await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
+                    await services.audit.record(withdrawal_event(withdrawal))
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "apply_consent_changes", event, exc)
 

@@ -28,4 +28,7 @@ class PipelineServices:
     record_escalation: Callable[[Any], bool]
     record_follow_up: Callable[[Any], bool]
     record_withdrawal: Callable[[Any], bool]
+    audit: Any  # RecordAudit: publishes AuditEvents on audit.events
+    reload_rules: Callable[[], Any]  # RuleSetHolder.reload_if_changed -> ReloadOutcome | None
     sla_check_seconds: float = 30.0
+    rules_reload_seconds: float = 10.0

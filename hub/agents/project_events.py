@@ -10,6 +10,7 @@ import orjson
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
 from hub.agents.route_referrals import route_and_send
+from schemas.audit import transition_event
 from schemas.envelope import DeliveryCreated, DeliveryOpened, TaskStatusChanged
 from schemas.topic import DELIVERIES_CREATED, DELIVERIES_OPENED, FOLLOWUPS_CHANGED, TASKS_STATUS_CHANGED
 
@@ -33,6 +34,7 @@ def register(app: faust.App, services: PipelineServices) -> None:
             try:
                 change = TaskStatusChanged.model_validate(orjson.loads(event.value))
                 await asyncio.to_thread(services.project.status, change)
+                await services.audit.record(transition_event(change))
                 if change.to_status == "completed":
                     topic = services.topic_name(FOLLOWUPS_CHANGED.name)
                     for scheduled in await asyncio.to_thread(services.schedule_followups, change):

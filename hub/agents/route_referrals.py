@@ -11,6 +11,8 @@ import orjson
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.pipeline import PipelineServices
 from hub.domain.error import HubError
+from hub.services.auditing import break_glass_event, refusal_event, rule_change_event
+from schemas.audit import disclosure_event
 from schemas.envelope import ReferralSubmitted
 from schemas.topic import DELIVERIES_CREATED, REFERRALS_SUBMITTED
 
@@ -44,12 +46,26 @@ async def route_and_send(
             refused.outcome.reason_code,
             now,
         )
+        await services.audit.record(
+            refusal_event(
+                submitted.referral_id,
+                refused.route.recipient_org,
+                refused.route.purpose,
+                refused.route.legal_basis,
+                refused.outcome.reason_code,
+                now,
+            )
+        )
     key = submitted.referral_id.encode()
     pending = [
         await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json"))) for d in routed.deliveries
     ]
     # Wait for the broker before the input offset may be committed: at-least-once, nothing lost.
     await asyncio.gather(*pending)
+    for delivery in routed.deliveries:
+        await services.audit.record(disclosure_event(delivery))
+        if delivery.legal_basis == "emergency":
+            await services.audit.record(break_glass_event(delivery))
     return routed.plan.matched
 
 
@@ -57,6 +73,24 @@ def register(app: faust.App, services: PipelineServices) -> None:
     source = app.topic(
         services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw", key_serializer="raw"
     )
+
+    @app.timer(interval=services.rules_reload_seconds, name="reload_rules")
+    async def reload_rules() -> None:
+        # Hot reload: a bad edit keeps the last valid rule set running; either way it is audited.
+        outcome = await asyncio.to_thread(services.reload_rules)
+        if outcome is None:
+            return
+        if outcome.ok:
+            log.warning(
+                "routing rules reloaded", extra={"version": outcome.version, "previous": outcome.previous}
+            )
+        else:
+            log.error("invalid routing rules kept out", extra={"issues": len(outcome.issues)})
+        await services.audit.record(
+            rule_change_event(
+                outcome.version, outcome.previous, outcome.ok, services.clock.now(), len(outcome.issues)
+            )
+        )
 
     @app.agent(source, name="route_referrals")
     async def route_referrals(stream: faust.Stream) -> None:

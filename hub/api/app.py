@@ -12,7 +12,7 @@ from hub import __version__
 from hub.api import pages, problem
 from hub.api.deps import AUDITORS, ApiServices, require_roles
 from hub.api.problem import problem_responses
-from hub.api.routes import auth, consent, dashboard, directory, health, referral, task, user
+from hub.api.routes import auth, dashboard, directory, followup, health, referral, task, user
 
 
 def create_app(
@@ -60,7 +60,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(referral.router)
     app.include_router(task.router)
-    app.include_router(consent.router)
+    app.include_router(followup.router, responses=problem_responses(401, 403, 404, 409, 422))
     app.include_router(directory.router)
     app.include_router(dashboard.router)
     app.include_router(user.router)

@@ -18,7 +18,7 @@ class Bar:
 
 def bar_chart(title: str, bars: Sequence[Bar], *, maximum: float | None = None, width: int = 560) -> Markup:
     """A horizontal bar chart; labels left, values right; suppressed cells drawn as a dashed stub."""
-    row_h, label_w, value_w, pad = 26, 190, 70, 8
+    row_h, label_w, value_w, pad = 26, 230, 70, 8
     height = pad * 2 + row_h * max(len(bars), 1) + 22
     plot_w = width - label_w - value_w - pad * 2
     top = max([b.value for b in bars if b.value is not None] + [maximum or 0.0, 1e-9])
@@ -30,7 +30,7 @@ def bar_chart(title: str, bars: Sequence[Bar], *, maximum: float | None = None, 
     ]
     for i, bar in enumerate(bars):
         y = pad + 22 + i * row_h
-        label = bar.label if len(bar.label) <= 26 else bar.label[:25] + "…"
+        label = _fit(bar.label, label_w - 10)
         parts.append(
             f'<text class="chart-label" x="{label_w - 6}" y="{y + 15}" text-anchor="end">'
             f"<title>{escape(bar.label)}</title>{escape(label)}</text>"
@@ -50,6 +50,18 @@ def bar_chart(title: str, bars: Sequence[Bar], *, maximum: float | None = None, 
         parts.append(f'<text class="chart-value" x="{x_text}" y="{y + 15}">{escape(bar.text)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every interpolated text above is escaped
+
+
+def _fit(text: str, width_px: int) -> str:
+    """Cut a label to about ``width_px`` at 12 px: CJK characters count double (the full text stays in
+    the SVG <title> tooltip)."""
+    used, out = 0, []
+    for ch in text:
+        used += 12 if ord(ch) > 0x2E80 else 7
+        if used > width_px - 12:
+            return "".join(out) + "…"
+        out.append(ch)
+    return text
 
 
 def hours(seconds: float | None) -> str:

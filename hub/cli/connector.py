@@ -78,6 +78,8 @@ def _session(
     if sender.type != con.agency_type:
         raise _fail(f"{settings.agency} is a {sender.type} in the directory, not a {con.agency_type}")
     keys = ConnectorKeys(settings)
+    if con.needs_pseudonyms:
+        keys.pseudonymiser  # noqa: B018  (fail now on missing keys, not as a bad row per record)
     outbox = None
     if not dry_run or settings.outbox_file().exists():
         outbox = Outbox(settings.outbox_file())
@@ -96,6 +98,7 @@ def _session(
             lambda raw, issuer: keys.pseudonymiser.pseudonym(raw, issuer=issuer),
             datetime.now(SHANGHAI).date(),
             settings.config_file,
+            outbox,
         )
         yield con, ctx, read_ctx
     finally:
@@ -160,7 +163,7 @@ def _agency_app(name: str, help_text: str) -> typer.Typer:
             with _session(name, agency, "https") as (con, ctx, _):
                 folder = ctx.settings.his_dir()
                 acknowledge = con.acknowledge_on_pull if ack is None else ack
-                report = run_pull(ctx, con.handler(folder), acknowledge=acknowledge)
+                report = run_pull(ctx, con.handler(folder, ctx.sender), acknowledge=acknowledge)
                 typer.echo(f"{report.summary()} -> {folder}", err=True)
                 if as_json:
                     sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n")
@@ -184,6 +187,7 @@ def _agency_app(name: str, help_text: str) -> typer.Typer:
                 from connectors.hospital.mllp import serve
 
                 with _session(name, agency, "https") as (_, ctx, _read):
+                    typer.echo(f"MLLP listening on {host}:{port} for {ctx.settings.agency}", err=True)
                     asyncio.run(serve(ctx, host, port))
                 return 0
 

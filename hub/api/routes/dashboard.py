@@ -1,4 +1,4 @@
-"""Dashboard metrics (aggregates only, small counts suppressed) and a supervisor's escalations."""
+"""Dashboard metrics: aggregates only, small counts suppressed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.api.deps import Monitor, ServicesDep, Supervisor
+from hub.api.deps import Monitor, ServicesDep
 from hub.api.problem import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["dashboard"])
@@ -88,30 +88,3 @@ def dashboard_metrics(
     assert services.metrics is not None
     report = services.metrics.report(caller, by, period, since, until, town, risk_level)
     return report.as_dict()
-
-
-class Escalation(BaseModel):
-    delivery_id: str
-    task_id: str
-    referral_id: str
-    sender_org: str
-    recipient_org: str
-    status: str
-    risk_level: int
-    priority: str
-    ack_due: datetime | None = None
-    first_contact_due: datetime | None = None
-    sla_kind: str | None = None
-    sla_seconds_left: int | None = None
-    sla_breached: bool = False
-
-
-@router.get(
-    "/escalations",
-    response_model=list[Escalation],
-    summary="Open referrals of the supervisor's agency (either side) past an SLA deadline",
-    responses=problem_responses(401, 403),
-)
-def escalations(caller: Supervisor, services: ServicesDep) -> list[dict[str, Any]]:
-    assert services.listings is not None
-    return services.listings.escalations(caller)

@@ -1,0 +1,1 @@
+"""Civil affairs connector: children-in-difficulty case exports -> welfare follow-up referrals."""

@@ -1,0 +1,1 @@
+"""Hotline connector: the 知心365 call log -> crisis referrals (emergency basis) and status updates back."""

@@ -1,0 +1,483 @@
+"""Fault-test helpers: private Kafka brokers, a steady signed submission load, and the exactly-once check."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from tests.support.hub import SAMPLES, RunningHub, with_new_message_id
+from tests.support.servers import KAFKA_SH, REPO
+
+# Samples whose recipients all get a delivery (no consent refusal), two of them with two recipients.
+LOAD_SAMPLES = (
+    "referral-school-police-mandatory-report.json",  # police + civil affairs (statutory)
+    "referral-police-case-support-district-centre.json",  # district centre + street centre
+    "referral-school-camhs-high.json",  # one hospital (green channel)
+)
+
+# Worker settings read by faust from the environment (faust's own names, not HUB_*): a member that
+# died is evicted from the consumer group after 10 s instead of 60 s, so the tests wait less for the
+# rebalance that hands its partitions to the survivor.
+FAST_GROUP_ENV = {
+    "BROKER_SESSION_TIMEOUT": "10",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+    "BROKER_REBALANCE_TIMEOUT": "20",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Private brokers
+
+
+def _ports_free(ports: list[int]) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_block(brokers: int) -> int:
+    """A client port P with P..P+n-1 and the controller ports P+1000.. all free."""
+    for _ in range(200):
+        base = random.randrange(41000, 48000)
+        ports = [base + i for i in range(brokers)] + [base + 1000 + i for i in range(brokers)]
+        if _ports_free(ports):
+            return base
+    raise RuntimeError("no free block of ports for a private Kafka")
+
+
+@dataclass
+class PrivateKafka:
+    """A Kafka of our own (own data, run and log files; the jars are shared), so we may stop it."""
+
+    brokers: int
+    cache: Path
+    port: int
+    bootstrap: str = ""
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "QIXIN_CACHE": str(self.cache),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_HEAP": os.environ.get("QIXIN_FAULT_KAFKA_HEAP", "-Xms128m -Xmx384m"),
+            "KAFKA_STOP_TIMEOUT": "30",
+        }
+
+    def sh(self, *args: str, timeout: float = 300) -> str:
+        done = subprocess.run(
+            ["bash", str(KAFKA_SH), *args, "--brokers", str(self.brokers)],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka.sh {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return done.stdout.strip()
+
+    def start(self) -> str:
+        self.bootstrap = self.sh("start").splitlines()[-1]
+        return self.bootstrap
+
+    def stop(self) -> None:
+        self.sh("stop")
+
+    def stop_node(self, node: int) -> None:
+        self.sh("stop", "--node", str(node))
+
+    def start_node(self, node: int) -> None:
+        self.sh("start", "--node", str(node))
+
+    def kill_node(self, node: int) -> None:
+        """SIGKILL one broker JVM (a crash: no controlled shutdown, no leadership hand-over)."""
+        mode = "cluster3" if self.brokers == 3 else "single"
+        run = self.cache / "run"
+        pid = int((run / f"kafka-{mode}-node{node}.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        # Only the JVM this fixture started: its command line names our private properties file.
+        assert str(run / f"kafka-{mode}-node{node}.properties") in cmdline, cmdline
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def node_port(self, node: int) -> int:
+        return self.port + node - 1
+
+    def log_tail(self, node: int = 1, lines: int = 30) -> str:
+        mode = "cluster3" if self.brokers == 3 else "single"
+        path = self.cache / "logs" / f"kafka-{mode}-node{node}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@contextmanager
+def private_kafka(brokers: int) -> Iterator[PrivateKafka]:
+    """Start a private single node or 3-node cluster; stop it and delete its data afterwards."""
+    shared = Path(os.environ.get("QIXIN_CACHE", REPO / ".cache")).resolve()
+    shared.joinpath("kafka").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"qixin-kafka{brokers}-") as tmp:
+        cache = Path(tmp)
+        # Jars shared (and fetched there once); data, pid, state and logs private to this broker.
+        (cache / "kafka").symlink_to(shared / "kafka", target_is_directory=True)
+        kafka = PrivateKafka(brokers, cache, free_port_block(brokers))
+        try:
+            kafka.start()
+            yield kafka
+        finally:
+            try:
+                kafka.stop()
+            except Exception:  # still delete what we can; the failure already shows in the test
+                pass
+
+
+def partition_leaders(bootstrap: str, topics: list[str]) -> Counter[int]:
+    """How many partitions of ``topics`` each broker leads."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="qixin-faults", request_timeout_ms=10_000)
+    try:
+        described = admin.describe_topics(topics)
+    finally:
+        admin.close()
+    return Counter(p["leader_id"] for t in described for p in t["partitions"] if p["leader_id"] >= 0)
+
+
+def topic_census(bootstrap: str, topic: str, id_field: str, timeout: float = 30) -> Counter[str]:
+    """Records on ``topic`` per value of ``id_field``: more than 1 means a step re-sent after a fault."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="qixin-census", group_id=None
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        seen: Counter[str] = Counter()
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(p) < ends[p] for p in parts) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    seen[json.loads(record.value)[id_field]] += 1
+        return seen
+    finally:
+        consumer.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Expected recipients
+
+
+def _sender_of(bundle: dict[str, Any]) -> str:
+    resources = {e["fullUrl"]: e["resource"] for e in bundle["entry"]}
+    header = bundle["entry"][0]["resource"]
+    org = resources[header["sender"]["reference"]]
+    return str(org["identifier"][0]["value"])
+
+
+def routed_recipients(bundle: dict[str, Any]) -> frozenset[str]:
+    """Who the district's rules send this referral to now (the dry run of `hub rules explain`)."""
+    from hub.adapters.directory import load_directory
+    from hub.adapters.rules import facts_from_document, load_ruleset
+    from hub.adapters.workcalendar import ChinaWorkCalendar
+    from hub.domain.routing import decide
+    from hub.settings import RulesSettings
+
+    rules = RulesSettings()
+    directory = load_directory(rules.directory_file)
+    facts = facts_from_document(
+        bundle,
+        directory=directory,
+        calendar=ChinaWorkCalendar.from_file(rules.calendar_file),
+        now=datetime.now(UTC),
+    )
+    decision = decide(facts, load_ruleset(rules.dir, directory), directory)
+    return frozenset(r.recipient for r in decision.routes)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One sample used as a template: who sends it and who must receive each copy."""
+
+    name: str
+    bundle: dict[str, Any]
+    sender: str
+    recipients: frozenset[str]
+
+
+def load_kinds(names: tuple[str, ...] = LOAD_SAMPLES) -> list[Kind]:
+    kinds = []
+    for name in names:
+        bundle = json.loads((SAMPLES / name).read_text(encoding="utf-8"))
+        kinds.append(Kind(name, bundle, _sender_of(bundle), routed_recipients(bundle)))
+    return kinds
+
+
+# --------------------------------------------------------------------------------------------------
+# Submissions
+
+
+def referral_id_of(sender: str, message_id: str) -> str:
+    """The hub's referral id of a message (schemas.profile): known even when the POST failed."""
+    import hashlib
+
+    return "ref-" + hashlib.sha256(f"{sender}:{message_id}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Sent:
+    referral_id: str
+    kind: Kind
+    status: int  # HTTP status, or 0 when no answer came (timeout, connection refused)
+    detail: str
+    at: float
+
+
+class HubClients:
+    """Fast clients of a running hub: API keys made once in the database, one key store, signed POSTs."""
+
+    def __init__(self, hub: RunningHub, orgs: set[str]) -> None:
+        from hub.adapters.apikey import ApiKeyStore
+        from hub.adapters.sealing import sign_as
+
+        self.hub = hub
+        self.engine = sa.create_engine(hub.env["HUB_DATABASE_URL"], pool_size=4)
+        keys = ApiKeyStore(self.engine)
+        for org in sorted(orgs - hub.keys.keys()):
+            hub.keys[org] = keys.create(org, label="fault-test")
+        store = hub.key_store()
+        self._lock = threading.Lock()
+        self._sign = lambda org, body: sign_as(store, org, body)
+
+    def client(self, org: str, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.hub.base_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {self.hub.keys[org]}"},
+        )
+
+    def submit(self, client: httpx.Client, kind: Kind) -> Sent:
+        bundle = with_new_message_id(kind.bundle)
+        body = json.dumps(bundle, ensure_ascii=False).encode()
+        with self._lock:
+            signature = self._sign(kind.sender, body)
+        rid = referral_id_of(kind.sender, bundle["entry"][0]["resource"]["id"])
+        try:
+            answer = client.post(
+                "/v1/referrals",
+                content=body,
+                headers={"Content-Type": "application/fhir+json", "X-Qixin-Signature": signature},
+            )
+        except httpx.HTTPError as exc:
+            return Sent(rid, kind, 0, f"{type(exc).__name__}: {exc}", time.monotonic())
+        if answer.status_code == 202:
+            assert answer.json()["referral_id"] == rid, answer.text
+        return Sent(rid, kind, answer.status_code, answer.text[:300], time.monotonic())
+
+
+@dataclass
+class Load:
+    """Signed referrals posted at a steady pace from a few threads until stopped (or ``cap`` accepted)."""
+
+    hub: HubClients
+    kinds: list[Kind]
+    rate_per_s: float = 4.0
+    threads: int = 2
+    cap: int = 400
+    sent: list[Sent] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _cycle: Iterator[Kind] = field(init=False)
+    _claimed: int = 0
+
+    def __post_init__(self) -> None:
+        self._cycle = itertools.cycle(self.kinds)
+
+    @property
+    def accepted(self) -> list[Sent]:
+        with self._lock:
+            return [s for s in self.sent if s.status == 202]
+
+    @property
+    def refused(self) -> list[Sent]:
+        with self._lock:
+            return [s for s in self.sent if s.status != 202]
+
+    def start(self) -> Load:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def _run(self) -> None:
+        interval = self.threads / self.rate_per_s
+        clients = {k.sender: self.hub.client(k.sender) for k in self.kinds}
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    # Refused submissions do not count: the cap is on accepted ones (plus those in flight).
+                    if self._claimed - sum(s.status != 202 for s in self.sent) >= self.cap:
+                        return
+                    self._claimed += 1
+                    kind = next(self._cycle)
+                started = time.monotonic()
+                sent = self.hub.submit(clients[kind.sender], kind)
+                with self._lock:
+                    self.sent.append(sent)
+                self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            for c in clients.values():
+                c.close()
+
+    def wait_accepted(self, n: int, timeout: float, why: str = "") -> None:
+        """Wait until ``n`` submissions in all were accepted."""
+        n = min(n, self.cap)
+        deadline = time.monotonic() + timeout
+        while len(self.accepted) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"only {len(self.accepted)} of {n} submissions accepted after {timeout:.0f}s {why}; "
+                    f"last refusals: {[(s.status, s.detail[:120]) for s in self.refused[-3:]]}\n"
+                    f"api log:\n{self.hub.hub.log('api')[-2000:]}"
+                )
+            time.sleep(0.1)
+
+    def more(self, n: int, timeout: float, why: str = "") -> None:
+        """Wait until ``n`` more submissions than now were accepted."""
+        self.wait_accepted(len(self.accepted) + n, timeout, why)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(60)
+
+
+# --------------------------------------------------------------------------------------------------
+# The user's view: every accepted referral reached each of its recipients exactly once
+
+
+def worker_logs(hub: RunningHub, names: tuple[str, ...]) -> str:
+    return "\n".join(f"--- {n}.log (tail) ---\n{hub.log(n)[-2500:]}" for n in names)
+
+
+def delivery_counts(engine: sa.Engine, referral_ids: set[str]) -> dict[str, Counter[str]]:
+    """Per referral: deliveries per recipient in the read model (the recipients' inboxes)."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT referral_id, recipient_org FROM deliveries")).all()
+    out: dict[str, Counter[str]] = {}
+    for rid, org in rows:
+        if rid in referral_ids:
+            out.setdefault(rid, Counter())[org] += 1
+    return out
+
+
+def wait_all_delivered(
+    hub: HubClients, accepted: list[Sent], timeout: float, logs: tuple[str, ...] = ("worker",)
+) -> dict[str, Counter[str]]:
+    """Bounded wait until each accepted referral has a delivery for each of its recipients."""
+    want = {s.referral_id: s.kind.recipients for s in accepted}
+    deadline = time.monotonic() + timeout
+    while True:
+        got = delivery_counts(hub.engine, set(want))
+        missing = {rid: sorted(r - set(got.get(rid, ()))) for rid, r in want.items() if r - set(got.get(rid, ()))}
+        if not missing:
+            return got
+        if time.monotonic() > deadline:
+            sample = dict(itertools.islice(missing.items(), 5))
+            raise AssertionError(
+                f"{len(missing)} of {len(want)} accepted referrals still miss deliveries after "
+                f"{timeout:.0f}s, e.g. {sample}\n{worker_logs(hub.hub, logs)}"
+            )
+        time.sleep(0.5)
+
+
+def assert_exactly_once(hub: HubClients, load: Load, logs: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
+    """Every 202 reached exactly its recipients, once each; nothing that was not accepted appears.
+
+    Checked three ways a user would: the read model's deliveries and timeline, the sender's view of
+    each referral (GET /v1/referrals/{id}) and each recipient's inbox (GET /v1/inbox).
+    """
+    accepted = load.accepted
+    ids = {s.referral_id for s in accepted}
+    assert len(ids) == len(accepted), "the hub answered 202 twice with the same referral id"
+    got = wait_all_delivered(hub, accepted, timeout=120, logs=logs)
+    trouble = [
+        (s.referral_id, s.kind.name, dict(got[s.referral_id]))
+        for s in accepted
+        if got[s.referral_id] != Counter(s.kind.recipients)
+    ]
+    assert not trouble, f"deliveries differ from the routed recipients: {trouble[:5]}\n{worker_logs(hub.hub, logs)}"
+
+    with hub.engine.connect() as conn:
+        delivered_events = Counter(
+            r[0]
+            for r in conn.execute(sa.text("SELECT task_id FROM timeline WHERE kind = 'delivered'")).all()
+        )
+        stray = {
+            r[0]
+            for r in conn.execute(sa.text("SELECT referral_id FROM referrals")).all()
+            if r[0] in {s.referral_id for s in load.refused}
+        }
+    assert max(delivered_events.values(), default=1) == 1, "a delivery shows twice in a timeline"
+    assert not stray, f"submissions that were refused (not 202) were routed anyway: {sorted(stray)[:5]}"
+
+    # The sender's view of each referral.
+    by_sender: dict[str, list[Sent]] = {}
+    for s in accepted:
+        by_sender.setdefault(s.kind.sender, []).append(s)
+    for sender, sents in by_sender.items():
+        with hub.client(sender) as c:
+            for s in sents:
+                answer = c.get(f"/v1/referrals/{s.referral_id}")
+                assert answer.status_code == 200, answer.text
+                view = answer.json()
+                orgs = Counter(d["recipient_org"] for d in view["deliveries"])
+                assert orgs == Counter(s.kind.recipients), (s.referral_id, dict(orgs))
+                delivered = Counter(e["task_id"] for e in view["timeline"] if e["kind"] == "delivered")
+                assert sorted(delivered.values()) == [1] * len(s.kind.recipients), (s.referral_id, view)
+
+    # Each recipient's inbox holds each referral addressed to it exactly once.
+    expected_inbox: dict[str, Counter[str]] = {}
+    for s in accepted:
+        for org in s.kind.recipients:
+            expected_inbox.setdefault(org, Counter())[s.referral_id] += 1
+    for org, want in expected_inbox.items():
+        with hub.client(org) as c:
+            items: list[dict[str, Any]] = []
+            offset: int | None = 0
+            while offset is not None:
+                page = c.get("/v1/inbox", params={"limit": 500, "offset": offset}).json()
+                items += page["items"]
+                offset = page.get("next_offset")
+        inbox = Counter(i["referral_id"] for i in items if i["referral_id"] in ids)
+        assert inbox == want, f"{org}'s inbox: {len(inbox)} of {len(want)} referrals, max count {max(inbox.values(), default=0)}"
+    return {
+        "accepted": len(accepted),
+        "refused": Counter(s.status for s in load.refused),
+        "deliveries": sum(len(s.kind.recipients) for s in accepted),
+    }
