@@ -118,9 +118,21 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def side_processes(db_name: str) -> dict[str, int]:
-    """The broker's JVM (shared with anything else on it) and the PostgreSQL backends of our database."""
+def listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(cols[9])
+    return inodes
+
+
+def side_processes(db_name: str, broker_port: int | None) -> dict[str, int]:
+    """The broker listening on our port (shared with anything else using it) and our database's backends."""
     found: dict[str, int] = {}
+    sockets = {f"socket:[{i}]" for i in listening_inodes(broker_port)} if broker_port else set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -128,8 +140,10 @@ def side_processes(db_name: str) -> dict[str, int]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "kafka.Kafka" in cmd:
-            found[f"broker-{proc.name}"] = int(proc.name)
+        if "kafka.Kafka" in cmd and sockets:
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                    found[f"broker-{proc.name}"] = int(proc.name)
         elif cmd.startswith("postgres:") and f" {db_name} " in cmd:
             found[f"postgres-{proc.name}"] = int(proc.name)
     return found
@@ -142,9 +156,9 @@ class CpuMeter:
     referral does not (much), so every phase reports both.
     """
 
-    def __init__(self, pids: dict[str, int], db_name: str) -> None:
-        self.db_name = db_name
-        self.pids = {**pids, "bench-client": os.getpid(), **side_processes(db_name)}
+    def __init__(self, pids: dict[str, int], db_name: str, broker_port: int | None) -> None:
+        self.db_name, self.broker_port = db_name, broker_port
+        self.pids = {**pids, "bench-client": os.getpid(), **side_processes(db_name, broker_port)}
         self.t0 = time.monotonic()
         self.busy0 = machine_busy_seconds()
         self.start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -152,7 +166,9 @@ class CpuMeter:
 
     def stop(self, referrals: int) -> dict[str, Any]:
         wall = time.monotonic() - self.t0
-        self.pids.update(side_processes(self.db_name))  # backends opened during the phase count whole
+        self.pids.update(
+            side_processes(self.db_name, self.broker_port)
+        )  # backends opened during the phase count whole
         used = {name: cpu_seconds(pid) - self.start.get(name, 0.0) for name, pid in self.pids.items()}
         busy = machine_busy_seconds() - self.busy0
         ours = sum(used.values())
@@ -605,36 +621,51 @@ class RawHttp:
 
     def __init__(self, port: int, limit: int) -> None:
         self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.slots = asyncio.Semaphore(limit)
         self.all: list[asyncio.StreamWriter] = []
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         async with self.slots:
-            if self.idle:
-                reader, writer = self.idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                self.all.append(writer)
             try:
-                writer.write(raw)
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                status = int(lines[0].split(" ", 2)[1])
-                headers = {
-                    k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
-                }
-                if "content-length" not in headers:
-                    raise RuntimeError(f"response without Content-Length: {headers}")
-                body = await reader.readexactly(int(headers["content-length"]))
-            except BaseException:
-                writer.close()
-                raise
-            if headers.get("connection", "").lower() == "close":
-                writer.close()
-            else:
-                self.idle.append((reader, writer))
-            return status, body
+                return await self._exchange(raw, reuse=True)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed a keep-alive connection as we reused it (uvicorn drops idle ones
+                # after 5 s): the request never reached it, and submissions are idempotent anyway.
+                return await self._exchange(raw, reuse=False)
+
+    async def _exchange(self, raw: bytes, reuse: bool) -> tuple[int, bytes]:
+        conn = None
+        while reuse and self.idle:
+            reader, writer, used = self.idle.pop()
+            if time.monotonic() - used < 3.0 and not writer.is_closing():
+                conn = reader, writer
+                break
+            writer.close()
+        if conn is None:
+            conn = await asyncio.open_connection("127.0.0.1", self.port)
+            self.all.append(conn[1])
+        reader, writer = conn
+        try:
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ", 2)[1])
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "content-length" not in headers:
+                raise RuntimeError(f"response without Content-Length: {headers}")
+            body = await reader.readexactly(int(headers["content-length"]))
+        except BaseException:
+            writer.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer, time.monotonic()))
+        return status, body
 
     async def close(self) -> None:
         for w in self.all:
@@ -872,6 +903,10 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
 
         say(f"warm-up: {n_warm} referrals")
         pids = {name: p.pid for name, p in hub.procs.items()}
+        bootstrap = hub.env["HUB_KAFKA__BOOTSTRAP"].split(",")[0]
+        broker_port = (
+            int(bootstrap.rsplit(":", 1)[1]) if bootstrap.startswith(("127.", "localhost")) else None
+        )
         sent = await client.closed_loop(warm, 8)
         visible = await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 120)
         if visible < n_warm:
@@ -882,7 +917,7 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
             say(f"open loop: {args.rate:g}/s for {args.duration:g} s ({n_open} referrals)")
             poller = Poller(hub.db_url, args.poll_ms)
             await asyncio.sleep(1.0)
-            meter = CpuMeter(pids, hub.prefix.rstrip("."))
+            meter = CpuMeter(pids, hub.prefix.rstrip("."), broker_port)
             sent = await client.open_loop(open_idx, args.rate)
             await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 120)
             cpu = meter.stop(len(sent))
@@ -901,7 +936,7 @@ async def run_phases(args: argparse.Namespace, hub: Hub, prep: Prepared) -> dict
             poller = Poller(hub.db_url, args.poll_ms)
             await asyncio.sleep(1.0)
             profilers = start_profilers(hub, Path(args.profile), args.profile_hz) if args.profile else []
-            meter = CpuMeter(pids, hub.prefix.rstrip("."))
+            meter = CpuMeter(pids, hub.prefix.rstrip("."), broker_port)
             try:
                 sent = await client.closed_loop(max_idx, args.concurrency)
                 await wait_until_seen(hub.db_url, [s.referral_id for s in sent if s.referral_id], 300)

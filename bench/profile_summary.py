@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/profile_summary.py DIR [--top 25] [--depth module|fu
 For each file (one per hub process) prints the share of CPU samples spent *in* each function
 (self) and *under* it (inclusive), and a coarse breakdown by area (FHIR validation, pydantic,
 crypto, SQL, Kafka client, HTTP server, faust, JSON, event loop). py-spy records only non-idle
-samples, so the shares are of the CPU the process used, threads included.
+samples, but a thread blocked in epoll, a lock or a PostgreSQL reply can still be sampled: those
+samples are set apart (WAITING), so the shares are of the CPU the process used, threads included.
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ AREAS: list[tuple[str, str]] = [
 ]
 
 
+# Leaf frames that are a thread waiting, not computing (py-spy cannot always tell from outside).
+WAITING = (
+    "EpollSelector.select (",
+    "Condition.wait (",
+    "Event.wait (",
+    "Connection.wait (psycopg",
+    "_worker (concurrent/futures/thread.py",
+    "Thread.join (",
+    "select (selectors.py",
+)
+
+
+def waiting(frames: list[str]) -> bool:
+    return bool(frames) and frames[-1].startswith(WAITING)
+
+
 def parse(path: Path) -> list[tuple[list[str], int]]:
     stacks = []
     for line in path.read_text(errors="replace").splitlines():
@@ -86,7 +103,9 @@ def area_of(frames: list[str]) -> str:
 
 
 def summarise(path: Path, top: int, depth: str) -> str:
-    stacks = parse(path)
+    everything = parse(path)
+    idle = sum(c for f, c in everything if waiting(f))
+    stacks = [(f, c) for f, c in everything if not waiting(f)]
     total = sum(c for _, c in stacks)
     if not total:
         return f"{path.name}: no samples\n"
@@ -100,7 +119,7 @@ def summarise(path: Path, top: int, depth: str) -> str:
         for k in {key(f, depth) for f in frames}:
             under[k] += count
         areas[area_of(frames)] += count
-    out = [f"== {path.name}: {total} samples"]
+    out = [f"== {path.name}: {total} busy samples (+{idle} waiting: select, locks, PostgreSQL replies)"]
     out.append("  by area (innermost known frame):")
     out += [f"    {100 * c / total:5.1f}%  {a}" for a, c in areas.most_common()]
     out.append("  self:")

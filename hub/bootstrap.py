@@ -30,6 +30,7 @@ from hub.agents import (
     project_events,
     route_referrals,
 )
+from hub.agents import metrics as worker_metrics
 from hub.agents.app import make_app
 from hub.agents.chain_audit import AuditChainServices
 from hub.agents.pipeline import PipelineServices
@@ -227,6 +228,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
         sla_check_seconds=settings.sla.check_seconds,
         rules_reload_seconds=settings.rules.reload_seconds,
     )
+    worker_metrics.serve(app, settings.worker.metrics_port)
     accept_inbound.register(app, services)
     route_referrals.register(app, services)
     project_events.register(app, services)

@@ -54,6 +54,9 @@ class WorkerSettings(BaseModel):
     app_id: str = "qixin-hub"
     web_port: int = 6066
     log_level: str = "warn"
+    # Prometheus /metrics of a worker on loopback; 0 turns it off (several workers on one host need
+    # one port each).
+    metrics_port: int = 9464
 
 
 class KeySettings(BaseModel):

@@ -188,10 +188,11 @@ def map_message(raw: str, lookup: Lookup, row: int = 1) -> Mapped:
 def ack(raw: str, code: str, text: str, facility: str) -> str:
     """The original-mode ACK to a HIS message: AA done, AE content error, AR not processed (retry)."""
     message = hl7.parse(raw)
-    reply = message.create_ack(ack_code=code, application=QIXIN, facility=facility)
-    if text:
-        reply.segment("MSA").append(hl7.Field(message.separators[1], [escape(text)[:80]]))
-    return str(reply)
+    reply = str(message.create_ack(ack_code=code, application=QIXIN, facility=facility))
+    if not text:
+        return reply
+    # MSA-3 (text message) carries why, for the HIS operator.
+    return "\r".join(f"{seg}|{escape(text)[:80]}" if seg.startswith("MSA|") else seg for seg in reply.split("\r"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from connectors.hospital.connector import outbox_lookup, read_hl7
 from connectors.hospital.hl7v2 import ack
 
 log = logging.getLogger(__name__)
+LAST_PORT = 0  # the port the last server bound (port 0 picks a free one; tests read it)
 
 
 class Processor:
@@ -81,8 +82,10 @@ async def serve(
         finally:
             writer.close()
 
+    global LAST_PORT
     server = await start_hl7_server(on_client, host, port, encoding="utf-8")
-    log.info("MLLP listening on %s:%s", host, port)
+    LAST_PORT = server.sockets[0].getsockname()[1]
+    log.info("MLLP listening on %s:%s", host, LAST_PORT)
     if started is not None:
         started.set()
     async with server:

@@ -6,6 +6,7 @@ import faust
 import orjson
 
 from hub.agents.deadletter import send_dead_letter
+from hub.agents.metrics import timed
 from hub.agents.pipeline import PipelineServices
 from schemas.envelope import InboundSubmission
 from schemas.topic import REFERRALS_INBOUND
@@ -20,7 +21,8 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def accept_inbound(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                record = InboundSubmission.model_validate(orjson.loads(event.value))
-                await services.accept_inbound(record)
+                with timed("accept_inbound"):
+                    record = InboundSubmission.model_validate(orjson.loads(event.value))
+                    await services.accept_inbound(record)
             except Exception as exc:  # bad signature, profile errors...: a dead letter with the reason
                 await send_dead_letter(app, services, "accept_inbound", event, exc)

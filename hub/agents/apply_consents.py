@@ -8,6 +8,7 @@ import faust
 import orjson
 
 from hub.agents.deadletter import send_dead_letter
+from hub.agents.metrics import timed
 from hub.agents.pipeline import PipelineServices
 from hub.services.auditing import consent_change_event, withdrawal_event
 from schemas.envelope import ConsentChanged, DeliveryWithdrawn
@@ -24,12 +25,13 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def apply_consent_changes(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                change = ConsentChanged.model_validate(orjson.loads(event.value))
-                withdrawals = await asyncio.to_thread(services.apply_consent, change)
-                await services.audit.record(consent_change_event(change))
-                for withdrawal in withdrawals:
-                    await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
-                    await services.audit.record(withdrawal_event(withdrawal))
+                with timed("apply_consent_changes"):
+                    change = ConsentChanged.model_validate(orjson.loads(event.value))
+                    withdrawals = await asyncio.to_thread(services.apply_consent, change)
+                    await services.audit.record(consent_change_event(change))
+                    for withdrawal in withdrawals:
+                        await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
+                        await services.audit.record(withdrawal_event(withdrawal))
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "apply_consent_changes", event, exc)
 
@@ -37,7 +39,8 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def project_withdrawals(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                withdrawal = DeliveryWithdrawn.model_validate(orjson.loads(event.value))
-                await asyncio.to_thread(services.record_withdrawal, withdrawal)
+                with timed("project_withdrawals"):
+                    withdrawal = DeliveryWithdrawn.model_validate(orjson.loads(event.value))
+                    await asyncio.to_thread(services.record_withdrawal, withdrawal)
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "project_withdrawals", event, exc)

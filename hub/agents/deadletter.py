@@ -11,6 +11,7 @@ import faust
 import orjson
 from pydantic import ValidationError
 
+from hub.agents.metrics import DEAD_LETTERS
 from hub.agents.pipeline import PipelineServices
 from hub.domain.error import HubError
 from schemas.envelope import DeadLetter
@@ -35,6 +36,7 @@ async def send_dead_letter(
     app: faust.App, services: PipelineServices, step: str, event: Any, exc: BaseException
 ) -> None:
     code, reason = reason_of(exc)
+    DEAD_LETTERS.labels(step, code).inc()
     msg = event.message
     dead = DeadLetter(
         event_id=str(uuid.uuid4()),

@@ -9,6 +9,7 @@ import faust
 import orjson
 
 from hub.agents.deadletter import send_dead_letter
+from hub.agents.metrics import ESCALATIONS, timed
 from hub.agents.pipeline import PipelineServices
 from schemas.envelope import FollowUpChanged, SlaEscalated
 from schemas.topic import FOLLOWUPS_CHANGED, SLA_ESCALATIONS
@@ -26,6 +27,8 @@ def register(app: faust.App, services: PipelineServices) -> None:
         try:
             events = await asyncio.to_thread(services.monitor_sla.due)
             await services.monitor_sla.publish(events)
+            for e in events:
+                ESCALATIONS.labels(e.kind, str(e.level)).inc()
         except Exception as exc:  # a failed pass is retried at the next tick; the deadlines persist
             log.warning("sla pass failed", extra={"error": type(exc).__name__})
 
@@ -33,8 +36,9 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def project_escalations(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                escalation = SlaEscalated.model_validate(orjson.loads(event.value))
-                await asyncio.to_thread(services.record_escalation, escalation)
+                with timed("project_escalations"):
+                    escalation = SlaEscalated.model_validate(orjson.loads(event.value))
+                    await asyncio.to_thread(services.record_escalation, escalation)
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "project_escalations", event, exc)
 
@@ -42,7 +46,8 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def project_follow_ups(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                change = FollowUpChanged.model_validate(orjson.loads(event.value))
-                await asyncio.to_thread(services.record_follow_up, change)
+                with timed("project_follow_ups"):
+                    change = FollowUpChanged.model_validate(orjson.loads(event.value))
+                    await asyncio.to_thread(services.record_follow_up, change)
             except Exception as exc:  # dead-letter, never block the partition
                 await send_dead_letter(app, services, "project_follow_ups", event, exc)

@@ -9,6 +9,7 @@ import faust
 import orjson
 
 from hub.agents.deadletter import send_dead_letter
+from hub.agents.metrics import DELIVERIES, REFUSALS, timed
 from hub.agents.pipeline import PipelineServices
 from hub.domain.error import HubError
 from hub.services.auditing import break_glass_event, refusal_event, rule_change_event
@@ -62,7 +63,10 @@ async def route_and_send(
     ]
     # Wait for the broker before the input offset may be committed: at-least-once, nothing lost.
     await asyncio.gather(*pending)
+    for refused in routed.refused:
+        REFUSALS.labels(refused.outcome.reason_code or "unknown").inc()
     for delivery in routed.deliveries:
+        DELIVERIES.labels(delivery.legal_basis).inc()
         await services.audit.record(disclosure_event(delivery))
         if delivery.legal_basis == "emergency":
             await services.audit.record(break_glass_event(delivery))
@@ -96,13 +100,14 @@ def register(app: faust.App, services: PipelineServices) -> None:
     async def route_referrals(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
-                matched = await route_and_send(app, services, submitted)
-                if not matched:
-                    # Delivered to triage by the fallback, and recorded as a dead letter so operators
-                    # see that the rules have a gap: never silent.
-                    await send_dead_letter(
-                        app, services, "route_referrals", event, NoRouteMatched(submitted.referral_id)
-                    )
+                with timed("route_referrals"):
+                    submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
+                    matched = await route_and_send(app, services, submitted)
+                    if not matched:
+                        # Delivered to triage by the fallback, and recorded as a dead letter so operators
+                        # see that the rules have a gap: never silent.
+                        await send_dead_letter(
+                            app, services, "route_referrals", event, NoRouteMatched(submitted.referral_id)
+                        )
             except Exception as exc:  # every failure becomes a dead letter; the partition moves on
                 await send_dead_letter(app, services, "route_referrals", event, exc)

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from hub import __version__
-from hub.api import pages, problem
+from hub.api import metrics, pages, problem
 from hub.api.deps import AUDITORS, ApiServices, require_roles
 from hub.api.problem import problem_responses
 from hub.api.routes import auth, dashboard, directory, followup, health, referral, task, user
@@ -42,6 +42,7 @@ def create_app(
     app.state.services = services
     app.state.audit = services.audit  # the audit routes read it from here
     problem.install(app, html_error=pages.html_error)
+    metrics.install(app)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -188,7 +188,18 @@ def home(request: Request) -> Response:
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str | None = None) -> Response:
     token = secrets.token_urlsafe(24)
-    response = render(request, "login.html", None, login_csrf=token, next=_safe_next(next) or "", error=None)
+    identity = _services(request).identity
+    # A redirect-based provider (OIDC) offers its own button; the local provider has none.
+    external = identity.provider.login_url(token) if identity is not None else None
+    response = render(
+        request,
+        "login.html",
+        None,
+        login_csrf=token,
+        next=_safe_next(next) or "",
+        error=None,
+        external=external,
+    )
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
     return response
 

@@ -24,11 +24,14 @@ SHOWN_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def _engine(settings: Settings) -> Any:
+    # Not bootstrap.build_engine: that pulls in faust and FastAPI, seconds of start-up for a CLI call.
     # Importing the store registers its tables before the schema is created.
     from hub.adapters import auditstore  # noqa: F401
-    from hub.bootstrap import build_engine
+    from hub.adapters.db import create_schema, make_engine
 
-    return build_engine(settings)
+    engine = make_engine(settings.resolved_database_url(), settings.database.echo)
+    create_schema(engine)
+    return engine
 
 
 def _queries(settings: Settings, public_keys: Path | None) -> AuditQueries:

@@ -48,7 +48,12 @@ def _guard(action: Callable[[], T]) -> T:
 
 @contextmanager
 def _session(
-    name: str, agency: str | None, transport: str | None, *, dry_run: bool = False, out_dir: Path | None = None
+    name: str,
+    agency: str | None,
+    transport: str | None,
+    *,
+    dry_run: bool = False,
+    out_dir: Path | None = None,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """(connector, run context, read context) with the transports open; closes them afterwards."""
     from connectors.common.agency import ReadContext
@@ -74,7 +79,11 @@ def _session(
             raise _fail(f"set QIXIN_CONNECTOR_AGENCY (or --agency) to the {name}'s organisation id")
         settings.agency = con.default_org
     directory = load_directory()
-    sender = directory.org(settings.agency) if settings.agency in directory.entries else Org(settings.agency, con.agency_type)
+    sender = (
+        directory.org(settings.agency)
+        if settings.agency in directory.entries
+        else Org(settings.agency, con.agency_type)
+    )
     if sender.type != con.agency_type:
         raise _fail(f"{settings.agency} is a {sender.type} in the directory, not a {con.agency_type}")
     keys = ConnectorKeys(settings)
@@ -128,7 +137,9 @@ def _agency_app(name: str, help_text: str) -> typer.Typer:
         dry_run: bool = typer.Option(False, "--dry-run", help="parse, map and validate; send nothing"),
         transport: str | None = typer.Option(None, "--transport", help="https | kafka (default: settings)"),
         kind: str = typer.Option("auto", "--kind", help="auto | referrals | status"),
-        agency: str | None = typer.Option(None, "--agency", help="sender organisation id (default: settings)"),
+        agency: str | None = typer.Option(
+            None, "--agency", help="sender organisation id (default: settings)"
+        ),
         out: Path | None = typer.Option(None, "--out", help="with --dry-run: write the Bundles here"),
         as_json: bool = typer.Option(False, "--json", help="print the full report as JSON on stdout"),
         report_file: Path | None = typer.Option(None, "--report", help="also write the JSON report here"),
@@ -151,8 +162,12 @@ def _agency_app(name: str, help_text: str) -> typer.Typer:
 
     @sub.command()
     def pull(
-        agency: str | None = typer.Option(None, "--agency", help="recipient organisation id (default: settings)"),
-        ack: bool | None = typer.Option(None, "--ack/--no-ack", help="acknowledge (received) what was handed over"),
+        agency: str | None = typer.Option(
+            None, "--agency", help="recipient organisation id (default: settings)"
+        ),
+        ack: bool | None = typer.Option(
+            None, "--ack/--no-ack", help="acknowledge (received) what was handed over"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
     ) -> None:
         """Hand new deliveries from the hub's inbox to the agency's system (the outbox folder)."""

@@ -117,7 +117,14 @@ def worker() -> None:
 
     settings = load_settings()
     app = build_worker(settings)
-    faust.Worker(app, loglevel=settings.worker.log_level).execute_from_commandline()
+    from hub.observability import logging_config
+
+    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(
+        settings.worker.log_level, settings.worker.log_level.upper()
+    )
+    faust.Worker(
+        app, loglevel=settings.worker.log_level, logging_config=logging_config(level)
+    ).execute_from_commandline()
 
 
 def api() -> None:
@@ -125,8 +132,11 @@ def api() -> None:
     import uvicorn
 
     settings = load_settings()
+    from hub.observability import logging_config
+
     uvicorn.run(
         "hub.bootstrap:api_factory",
+        log_config=logging_config(),
         factory=True,
         host=settings.api.host,
         port=settings.api.port,

@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 
-from hub.adapters.auditstore import audit_checkpoints, audit_log
+from hub.adapters.auditstore import SqlAuditStore, audit_checkpoints, audit_log
 from hub.adapters.kafka import encode
 from hub.domain.audit import ChainHead, chain, link_hash
+from hub.services.audit import AuditQueries, AuditSearch, hub_signature_check
 from schemas.audit import (
     AuditAction,
     AuditAgent,
@@ -199,6 +201,8 @@ def assert_caught(chained: Chained, *expected: str) -> str:
     assert done.returncode == 1, done.stdout + done.stderr
     for line in expected:
         assert line in done.stdout, done.stdout
+    # Exactly one problem: the tampering is located, and the previous test's rows were restored.
+    assert "chain broken: 1 problem(s)" in done.stdout, done.stdout
     return done.stdout
 
 
@@ -241,31 +245,63 @@ def test_verification_needs_only_the_public_key(chained: Chained, tmp_path: Any)
 
 
 def test_auditors_search_by_referral_agency_time_and_type(chained: Chained) -> None:
+    queries = AuditQueries(SqlAuditStore(chained.engine), lambda payload, signature: None)
     disclosure = chained.events[0]
-    by_referral = json.loads(
-        audit_cli(chained.hub, "search", "--referral", disclosure.entity.referral_id or "", "--json").stdout
-    )
-    assert [i["event"]["event_id"] for i in by_referral["items"]] == [disclosure.event_id]
-    assert by_referral["items"][0]["event"]["legal_basis"] == "consent"
+    [found] = queries.search(AuditSearch(referral_id=disclosure.entity.referral_id)).items
+    assert (found["seq"], found["event"]["event_id"]) == (1, disclosure.event_id)
+    assert found["event"]["legal_basis"] == "consent"
 
-    disclosures = json.loads(
-        audit_cli(chained.hub, "search", "--agency", CAMHS, "--type", "disclosure", "--json").stdout
-    )
-    assert len(disclosures["items"]) == EVENTS // 3  # CAMHS is the recipient, not the actor
+    # CAMHS is the recipient of the disclosures, not the actor: the agency filter finds both roles.
+    disclosures = queries.search(AuditSearch(agency=CAMHS, type=AuditType.DISCLOSURE)).items
+    assert len(disclosures) == EVENTS // 3
+    assert len(queries.search(AuditSearch(agency=CAMHS)).items) == EVENTS
 
-    since = chained.events[4].recorded.isoformat()
-    until = chained.events[7].recorded.isoformat()
-    window = json.loads(audit_cli(chained.hub, "search", "--since", since, "--until", until, "--json").stdout)
-    assert [i["seq"] for i in window["items"]] == [5, 6, 7]
+    local = ZoneInfo("Asia/Shanghai")
+    window = AuditSearch(since=chained.events[4].recorded.astimezone(local), until=chained.events[7].recorded)
+    assert [i["seq"] for i in queries.search(window).items] == [5, 6, 7]
 
-    first = json.loads(audit_cli(chained.hub, "search", "--limit", "5", "--json").stdout)
-    assert (len(first["items"]), first["next_after"]) == (5, 5)
-    rest = json.loads(audit_cli(chained.hub, "search", "--after", "5", "--limit", "500", "--json").stdout)
-    assert [i["seq"] for i in rest["items"]] == list(range(6, EVENTS + 1))
+    first = queries.search(AuditSearch(limit=5))
+    rest = queries.search(AuditSearch(after_seq=first.next_after or 0, limit=500))
+    assert (len(first.items), first.next_after) == (5, 5)
+    assert [i["seq"] for i in rest.items] == list(range(6, EVENTS + 1))
+    assert rest.next_after is None
 
     table = audit_cli(chained.hub, "search", "--referral", disclosure.entity.referral_id or "")
+    assert table.returncode == 0, table.stderr
     assert "disclosure" in table.stdout
     assert "treatment/consent" in table.stdout
+    as_json = json.loads(
+        audit_cli(chained.hub, "search", "--agency", CAMHS, "--type", "access", "--json").stdout
+    )
+    assert {i["event"]["type"] for i in as_json["items"]} == {"access"}
+
+
+def test_the_audit_api_pages_events_and_reports_the_chain(chained: Chained) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from hub.adapters.crypto import Ed25519Verifier
+    from hub.adapters.keystore import KeyStore
+    from hub.api.routes import audit as audit_routes
+    from hub.settings import KeySettings
+
+    keys = KeyStore.open(
+        KeySettings(
+            store_dir=chained.hub.var_dir / "keys", master_key_file=chained.hub.var_dir / "master.key"
+        )
+    )
+    app = FastAPI()
+    app.include_router(audit_routes.router)
+    app.state.audit = AuditQueries(
+        SqlAuditStore(chained.engine), hub_signature_check(Ed25519Verifier(keys.public_registry()))
+    )
+    with TestClient(app) as client:
+        page = client.get("/v1/audit/events", params={"agency": CAMHS, "limit": 3}).json()
+        assert (page["count"], page["next_after"]) == (3, 3)
+        assert page["items"][0]["event"]["agent"]["org_id"] == "hub"
+        report = client.get("/v1/audit/verify").json()
+    assert report["ok"] is True
+    assert (report["events"], report["head_seq"], report["sealed_seq"]) == (EVENTS, EVENTS, EVENTS)
 
 
 def test_a_malformed_audit_record_becomes_a_dead_letter(chained: Chained) -> None:
@@ -305,8 +341,6 @@ def test_each_kind_of_tampering_is_caught_and_located(
         TAMPER[tamper](conn)
         conn.commit()
         assert_caught(chained, *expected)
-    done = audit_cli(chained.hub, "verify")
-    assert done.returncode == 0, "restoring the rows should give the intact chain back\n" + done.stdout
 
 
 def _edit_payload(conn: sa.Connection) -> None:

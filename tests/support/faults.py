@@ -247,13 +247,21 @@ def referral_id_of(sender: str, message_id: str) -> str:
     return "ref-" + hashlib.sha256(f"{sender}:{message_id}".encode()).hexdigest()[:24]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sent:
+    """One referral as its sender saw it: every attempt's answer (0 = no answer: timeout, refused)."""
+
     referral_id: str
     kind: Kind
-    status: int  # HTTP status, or 0 when no answer came (timeout, connection refused)
-    detail: str
-    at: float
+    attempts: list[tuple[int, str, float]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return self.attempts[-1][0] if self.attempts else 0
+
+    @property
+    def unanswered(self) -> int:
+        return sum(a[0] == 0 for a in self.attempts)
 
 
 class HubClients:
@@ -279,23 +287,31 @@ class HubClients:
             headers={"Authorization": f"Bearer {self.hub.keys[org]}"},
         )
 
-    def submit(self, client: httpx.Client, kind: Kind) -> Sent:
+    def submit(self, client: httpx.Client, kind: Kind, give_up_at: float) -> Sent:
+        """POST a new copy of ``kind``; when no answer comes, POST the very same message again, as a
+        connector must (same MessageHeader id: the hub deduplicates), until some answer comes."""
         bundle = with_new_message_id(kind.bundle)
         body = json.dumps(bundle, ensure_ascii=False).encode()
         with self._lock:
             signature = self._sign(kind.sender, body)
-        rid = referral_id_of(kind.sender, bundle["entry"][0]["resource"]["id"])
-        try:
-            answer = client.post(
-                "/v1/referrals",
-                content=body,
-                headers={"Content-Type": "application/fhir+json", "X-Qixin-Signature": signature},
-            )
-        except httpx.HTTPError as exc:
-            return Sent(rid, kind, 0, f"{type(exc).__name__}: {exc}", time.monotonic())
-        if answer.status_code == 202:
-            assert answer.json()["referral_id"] == rid, answer.text
-        return Sent(rid, kind, answer.status_code, answer.text[:300], time.monotonic())
+        sent = Sent(referral_id_of(kind.sender, bundle["entry"][0]["resource"]["id"]), kind)
+        while True:
+            try:
+                answer = client.post(
+                    "/v1/referrals",
+                    content=body,
+                    headers={"Content-Type": "application/fhir+json", "X-Qixin-Signature": signature},
+                )
+            except httpx.HTTPError as exc:
+                sent.attempts.append((0, f"{type(exc).__name__}: {exc}", time.monotonic()))
+                if time.monotonic() > give_up_at:
+                    return sent
+                time.sleep(1.0)
+                continue
+            sent.attempts.append((answer.status_code, answer.text[:300], time.monotonic()))
+            if answer.status_code == 202:
+                assert answer.json()["referral_id"] == sent.referral_id, answer.text
+            return sent
 
 
 @dataclass
@@ -307,6 +323,8 @@ class Load:
     rate_per_s: float = 4.0
     threads: int = 2
     cap: int = 400
+    answer_timeout: float = 10.0  # a connector's patience per POST before it re-sends the same message
+    retry_for: float = 180.0
     sent: list[Sent] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -336,7 +354,7 @@ class Load:
 
     def _run(self) -> None:
         interval = self.threads / self.rate_per_s
-        clients = {k.sender: self.hub.client(k.sender) for k in self.kinds}
+        clients = {k.sender: self.hub.client(k.sender, self.answer_timeout) for k in self.kinds}
         try:
             while not self._stop.is_set():
                 with self._lock:
@@ -346,7 +364,7 @@ class Load:
                     self._claimed += 1
                     kind = next(self._cycle)
                 started = time.monotonic()
-                sent = self.hub.submit(clients[kind.sender], kind)
+                sent = self.hub.submit(clients[kind.sender], kind, started + self.retry_for)
                 with self._lock:
                     self.sent.append(sent)
                 self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
@@ -362,7 +380,7 @@ class Load:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"only {len(self.accepted)} of {n} submissions accepted after {timeout:.0f}s {why}; "
-                    f"last refusals: {[(s.status, s.detail[:120]) for s in self.refused[-3:]]}\n"
+                    f"last refusals: {[s.attempts[-1][:2] for s in self.refused[-3:]]}\n"
                     f"api log:\n{self.hub.hub.log('api')[-2000:]}"
                 )
             time.sleep(0.1)
@@ -374,7 +392,7 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
         for t in self._workers:
-            t.join(60)
+            t.join(self.retry_for + self.answer_timeout + 10)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,68 +434,170 @@ def wait_all_delivered(
         time.sleep(0.5)
 
 
-def assert_exactly_once(hub: HubClients, load: Load, logs: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
-    """Every 202 reached exactly its recipients, once each; nothing that was not accepted appears.
+def _sender_view(hub: HubClients, sents: list[Sent]) -> list[str]:
+    """What the sender sees of each referral: one delivery per recipient, each delivered once."""
+    problems = []
+    with hub.client(sents[0].kind.sender) as c:
+        for s in sents:
+            answer = c.get(f"/v1/referrals/{s.referral_id}")
+            if answer.status_code != 200:
+                problems.append(f"{s.referral_id}: GET answered {answer.status_code} {answer.text[:200]}")
+                continue
+            view = answer.json()
+            orgs = Counter(d["recipient_org"] for d in view["deliveries"])
+            delivered = Counter(e["task_id"] for e in view["timeline"] if e["kind"] == "delivered")
+            if orgs != Counter(s.kind.recipients) or sorted(delivered.values()) != [1] * len(s.kind.recipients):
+                problems.append(f"{s.referral_id}: deliveries {dict(orgs)}, delivered events {dict(delivered)}")
+    return problems
 
-    Checked three ways a user would: the read model's deliveries and timeline, the sender's view of
-    each referral (GET /v1/referrals/{id}) and each recipient's inbox (GET /v1/inbox).
+
+def assert_exactly_once(hub: HubClients, load: Load, logs: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
+    """Every 202 reached exactly its recipients, once each; nothing refused outright appears.
+
+    Checked the ways a user would: the read model (deliveries, timeline), the sender's view of each
+    referral (GET /v1/referrals/{id}) and each recipient's inbox (GET /v1/inbox). Returns a summary.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     accepted = load.accepted
     ids = {s.referral_id for s in accepted}
-    assert len(ids) == len(accepted), "the hub answered 202 twice with the same referral id"
+    assert len(ids) == len(accepted), "two accepted submissions got the same referral id"
+    # Refused with an answer on every attempt: the sender knows it was not taken; it must not appear.
+    refused = {s.referral_id for s in load.refused if not s.unanswered}
+    # Some attempt got no answer and the last was not a 202: the sender cannot know (reported only).
+    unknown = {s.referral_id for s in load.refused if s.unanswered}
+
     got = wait_all_delivered(hub, accepted, timeout=120, logs=logs)
-    trouble = [
-        (s.referral_id, s.kind.name, dict(got[s.referral_id]))
-        for s in accepted
-        if got[s.referral_id] != Counter(s.kind.recipients)
-    ]
-    assert not trouble, f"deliveries differ from the routed recipients: {trouble[:5]}\n{worker_logs(hub.hub, logs)}"
+    wrong = [(s.referral_id, s.kind.name, dict(got[s.referral_id])) for s in accepted if got[s.referral_id] != Counter(s.kind.recipients)]
+    assert not wrong, f"deliveries differ from the routed recipients: {wrong[:5]}\n{worker_logs(hub.hub, logs)}"
 
     with hub.engine.connect() as conn:
-        delivered_events = Counter(
-            r[0]
-            for r in conn.execute(sa.text("SELECT task_id FROM timeline WHERE kind = 'delivered'")).all()
-        )
-        stray = {
-            r[0]
-            for r in conn.execute(sa.text("SELECT referral_id FROM referrals")).all()
-            if r[0] in {s.referral_id for s in load.refused}
-        }
-    assert max(delivered_events.values(), default=1) == 1, "a delivery shows twice in a timeline"
-    assert not stray, f"submissions that were refused (not 202) were routed anyway: {sorted(stray)[:5]}"
+        events = conn.execute(sa.text("SELECT referral_id, task_id FROM timeline WHERE kind = 'delivered'")).all()
+        routed = {r[0] for r in conn.execute(sa.text("SELECT referral_id FROM referrals")).all()}
+    twice = [task for task, n in Counter(t for rid, t in events if rid in ids).items() if n > 1]
+    assert not twice, f"deliveries shown twice in a timeline: {twice[:5]}"
+    stray = sorted(refused & routed)
+    assert not stray, (
+        f"{len(stray)} submissions answered {Counter(s.status for s in load.refused if s.referral_id in refused)} "
+        f"were routed and delivered anyway, e.g. {stray[:3]}\napi log:\n{hub.hub.log('api')[-2000:]}"
+    )
 
-    # The sender's view of each referral.
     by_sender: dict[str, list[Sent]] = {}
     for s in accepted:
         by_sender.setdefault(s.kind.sender, []).append(s)
-    for sender, sents in by_sender.items():
-        with hub.client(sender) as c:
-            for s in sents:
-                answer = c.get(f"/v1/referrals/{s.referral_id}")
-                assert answer.status_code == 200, answer.text
-                view = answer.json()
-                orgs = Counter(d["recipient_org"] for d in view["deliveries"])
-                assert orgs == Counter(s.kind.recipients), (s.referral_id, dict(orgs))
-                delivered = Counter(e["task_id"] for e in view["timeline"] if e["kind"] == "delivered")
-                assert sorted(delivered.values()) == [1] * len(s.kind.recipients), (s.referral_id, view)
+    with ThreadPoolExecutor(4) as pool:
+        problems = [p for ps in pool.map(lambda ss: _sender_view(hub, ss), by_sender.values()) for p in ps]
+    assert not problems, f"the senders' view disagrees: {problems[:5]}"
 
-    # Each recipient's inbox holds each referral addressed to it exactly once.
     expected_inbox: dict[str, Counter[str]] = {}
     for s in accepted:
         for org in s.kind.recipients:
             expected_inbox.setdefault(org, Counter())[s.referral_id] += 1
     for org, want in expected_inbox.items():
+        items: list[dict[str, Any]] = []
         with hub.client(org) as c:
-            items: list[dict[str, Any]] = []
             offset: int | None = 0
             while offset is not None:
                 page = c.get("/v1/inbox", params={"limit": 500, "offset": offset}).json()
                 items += page["items"]
                 offset = page.get("next_offset")
         inbox = Counter(i["referral_id"] for i in items if i["referral_id"] in ids)
-        assert inbox == want, f"{org}'s inbox: {len(inbox)} of {len(want)} referrals, max count {max(inbox.values(), default=0)}"
+        extra = {r: n for r, n in inbox.items() if n > 1}
+        assert inbox == want, (
+            f"{org}'s inbox holds {len(inbox)} of its {len(want)} referrals; shown more than once: {extra}"
+        )
     return {
         "accepted": len(accepted),
-        "refused": Counter(s.status for s in load.refused),
         "deliveries": sum(len(s.kind.recipients) for s in accepted),
+        "re-sent after no answer": sum(1 for s in accepted if s.unanswered),
+        "refused": dict(Counter(s.status for s in load.refused if s.referral_id in refused)),
+        "unknown outcome": len(unknown),
+        "unknown outcome but delivered": len(unknown & routed),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-referral ordering
+
+
+@dataclass
+class Acknowledger:
+    """A recipient's clerk: as soon as a delivery shows up, acknowledge it (requested -> received)."""
+
+    hub: HubClients
+    load: Load
+    every: int = 3  # acknowledge every n-th accepted referral (all its recipients)
+    acked: list[tuple[str, str, str]] = field(default_factory=list)  # (referral, recipient, task)
+    failures: list[str] = field(default_factory=list)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Acknowledger:
+        self._thread = threading.Thread(target=self._run, name="acknowledger", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        clients: dict[str, httpx.Client] = {}
+        handled = 0
+        try:
+            while True:
+                accepted = self.load.accepted
+                if handled >= len(accepted):
+                    if self._done.is_set():
+                        return
+                    time.sleep(0.2)
+                    continue
+                sent, handled = accepted[handled], handled + 1
+                if handled % self.every:
+                    continue
+                for org in sorted(sent.kind.recipients):
+                    c = clients.setdefault(org, self.hub.client(org))
+                    self._acknowledge(c, sent.referral_id, org)
+        finally:
+            for c in clients.values():
+                c.close()
+
+    def _acknowledge(self, c: httpx.Client, referral_id: str, org: str) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            answer = c.get(f"/v1/referrals/{referral_id}")
+            if answer.status_code == 200 and answer.json()["deliveries"]:
+                task = answer.json()["deliveries"][0]["task_id"]
+                change = c.post(f"/v1/tasks/{task}/status", json={"status": "received"})
+                if change.status_code == 202:
+                    self.acked.append((referral_id, org, task))
+                else:
+                    self.failures.append(f"{org} {task}: {change.status_code} {change.text[:200]}")
+                return
+            time.sleep(0.2)
+        self.failures.append(f"{org} never saw {referral_id}")
+
+    def finish(self, timeout: float) -> None:
+        self._done.set()
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"acknowledger still busy after {timeout:.0f}s"
+
+
+def assert_delivery_before_status(hub: HubClients, acked: list[tuple[str, str, str]]) -> None:
+    """Each acknowledged task: delivered, then received, in that order, once each; now 'received'."""
+    problems = []
+    senders = {}
+    for rid, _, _ in acked:
+        senders.setdefault(rid, None)
+    with hub.engine.connect() as conn:
+        sender_of = dict(conn.execute(sa.text("SELECT referral_id, sender_org FROM referrals")).all())
+    clients: dict[str, httpx.Client] = {}
+    try:
+        for rid, org, task in acked:
+            c = clients.setdefault(sender_of[rid], hub.client(sender_of[rid]))
+            view = c.get(f"/v1/referrals/{rid}").json()
+            story = [(e["kind"], e["to_status"]) for e in view["timeline"] if e["task_id"] == task]
+            status = next(d["status"] for d in view["deliveries"] if d["task_id"] == task)
+            if story != [("delivered", "requested"), ("status", "received")] or status != "received":
+                problems.append(f"{rid} -> {org}: timeline {story}, status now {status}")
+    finally:
+        for c in clients.values():
+            c.close()
+    assert not problems, f"per-referral order broken for {len(problems)} tasks: {problems[:5]}"

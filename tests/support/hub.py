@@ -168,6 +168,7 @@ def make_hub(
         "HUB_VAR_DIR": str(tmp),
         "HUB_API__PORT": str(port),
         "HUB_WORKER__LOG_LEVEL": "info",
+        "HUB_WORKER__METRICS_PORT": str(free_port()),
     }
     env.update(extra_env or {})
     hub = RunningHub(base_url=f"http://127.0.0.1:{port}", env=env, var_dir=tmp, prefix=prefix)
