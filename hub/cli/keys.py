@@ -45,6 +45,15 @@ def _line(info: KeyInfo) -> str:
     )
 
 
+def _audit(owner: str, kind: KeyKind, key_id: str, action: str) -> None:
+    from datetime import UTC, datetime
+
+    from hub.cli.auditlog import publish
+    from hub.services.auditing import key_change_event
+
+    publish(key_change_event(owner, kind.value, key_id, action, datetime.now(UTC)))
+
+
 @app.command()
 def init(
     owner: str = typer.Option(HUB_OWNER, help="whose three keys (x25519, ed25519, hmac) to create"),
@@ -69,7 +78,9 @@ def generate(
 ) -> None:
     """Create the owner's first active key of a kind (refuses if one is active: use rotate)."""
     store = _store()
-    typer.echo(_line(_guard(lambda: store.generate(owner, kind))))
+    info = _guard(lambda: store.generate(owner, kind))
+    typer.echo(_line(info))
+    _audit(owner, kind, info.key_id, "generated")
 
 
 @app.command()
@@ -82,6 +93,7 @@ def rotate(
     new, retired = _guard(lambda: store.rotate(owner, kind))
     typer.echo(_line(new))
     typer.echo(_line(retired))
+    _audit(owner, kind, new.key_id, "rotated")
     if kind != KeyKind.HMAC:
         typer.echo("publish the new public key to the directory: hub keys export-public --owner " + owner)
 

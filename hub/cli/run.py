@@ -71,6 +71,9 @@ def up(
     for result in apply_topics(settings.kafka):
         if result.created:
             typer.echo(f"created topic {result.name}")
+    from hub.adapters.sealing import open_or_initialise
+
+    open_or_initialise(settings.keys)  # once, before the API and the worker both open it
     logs = settings.var_dir / "logs"
     procs = [_spawn(["worker"], logs / "worker.log"), _spawn(["api"], logs / "api.log")]
     base_url = f"http://{settings.api.host}:{settings.api.port}"

@@ -105,3 +105,18 @@ def withdrawal_event(withdrawn: DeliveryWithdrawn) -> AuditEvent:
             detail="delivery-withdrawn",
         ),
     )
+
+
+def key_change_event(owner: str, kind: str, key_id: str, action: str, at: datetime) -> AuditEvent:
+    """A key generated or rotated (the key id only; key material never leaves the store)."""
+    return AuditEvent(
+        event_id=derived_event_id(AuditType.KEY_CHANGE, f"{owner}:{kind}:{key_id}:{action}"),
+        type=AuditType.KEY_CHANGE,
+        action=AuditAction.C if action == "generated" else AuditAction.U,
+        recorded=at,
+        agent=AuditAgent(org_id="hub", role="admin"),
+        source=AuditSource.CLI,
+        entity=AuditEntity(
+            org_id=owner if owner != "hub" else None, key_id=key_id, detail=f"{kind}-{action}"
+        ),
+    )

@@ -175,6 +175,10 @@ def make_hub(
     subprocess.run(
         [sys.executable, "-m", "hub", "topics", "apply"], env=env, check=True, cwd=REPO, capture_output=True
     )
+    # One process creates the key store before the API and the worker both open it.
+    subprocess.run(
+        [sys.executable, "-m", "hub", "keys", "init"], env=env, check=True, cwd=REPO, capture_output=True
+    )
     hub.start("api", "api")
     if worker:
         hub.start("worker", "worker")
