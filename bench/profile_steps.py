@@ -205,14 +205,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     step("worker.seal_delivery", seal)
     step("worker.vault_put_once", lambda i: vault.put_once(seals[i]))
     # The whole routing use case (the steps above end to end, on fresh referrals' intake).
-    fresh = []
-    for i in range(total):
-        s = submitted[i]
-        fresh.append(s.model_copy(update={"referral_id": s.referral_id.replace("ref-", "rfx-")}))
-    # rfx- ids: the sealed Bundle's context is the original id, so re-seal for these copies.
-    for i, s in enumerate(fresh):
-        token, kid = sealing.seal_for_hub(s.referral_id, bodies[i])
-        fresh[i] = s.model_copy(update={"sealed_bundle": token, "bundle_key_id": kid})
+    def copies(tag: str) -> list[Any]:
+        """The intake under new referral ids (the sealed Bundle is bound to its id: sealed again)."""
+        out = []
+        for i in range(total):
+            rid = tag + submitted[i].referral_id[4:]
+            token, kid = sealing.seal_for_hub(rid, bodies[i])
+            update = {"referral_id": rid, "idempotency_key": tag + submitted[i].idempotency_key}
+            out.append(submitted[i].model_copy(update={**update, "sealed_bundle": token, "bundle_key_id": kid}))
+        return out
+
+    fresh = copies("rfx-")
     step("worker.route (use case)", lambda i: routed.__setitem__(i, route(fresh[i])))
     step("worker.project_referral", lambda i: project.referral(fresh[i], now, routed[i].plan.ruleset_version))
     step("worker.delivery_encode", lambda i: delivery_bytes.__setitem__(i, orjson.dumps(routed[i].deliveries[0].model_dump(mode="json"))))
@@ -273,11 +276,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(requests())
 
     if args.cprofile:
+        again = copies("rfy-")
         prof = cProfile.Profile()
         prof.enable()
         for i in range(args.n):
-            r = route(fresh[i].model_copy(update={"referral_id": "rfy-" + fresh[i].referral_id[4:]}))
-            project.referral(fresh[i].model_copy(update={"referral_id": "rfy-" + fresh[i].referral_id[4:], "idempotency_key": "y" + fresh[i].idempotency_key}), now, r.plan.ruleset_version)
+            r = route(again[i])
+            project.referral(again[i], now, r.plan.ruleset_version)
             for d in r.deliveries:
                 project.delivery(DeliveryCreated.model_validate(orjson.loads(orjson.dumps(d.model_dump(mode="json")))))
         prof.disable()

@@ -102,8 +102,12 @@ def area_of(frames: list[str]) -> str:
     return "other"
 
 
-def summarise(path: Path, top: int, depth: str) -> str:
-    everything = parse(path)
+def summarise(path: Path, top: int, depth: str, under: str = "", exclude: str = "") -> str:
+    everything = [
+        (f, c)
+        for f, c in parse(path)
+        if (not under or any(under in x for x in f)) and not (exclude and any(exclude in x for x in f))
+    ]
     idle = sum(c for f, c in everything if waiting(f))
     stacks = [(f, c) for f, c in everything if not waiting(f)]
     total = sum(c for _, c in stacks)
@@ -134,10 +138,12 @@ def main() -> int:
     p.add_argument("dir", type=Path)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--depth", choices=("function", "module"), default="function")
+    p.add_argument("--under", default="", help="only stacks with a frame containing this text")
+    p.add_argument("--exclude", default="", help="leave out stacks with a frame containing this text")
     args = p.parse_args()
     files = sorted(args.dir.glob("*.txt")) if args.dir.is_dir() else [args.dir]
     for f in files:
-        print(summarise(f, args.top, args.depth))
+        print(summarise(f, args.top, args.depth, args.under, args.exclude))
     return 0
 
 

@@ -1,1 +1,1 @@
-"""Shared connector pieces: settings, FHIR builders, outbox, transports, reports; pure mapping apart from I/O."""
+"""Shared connector pieces: settings, FHIR builders, outbox, transports, reports."""

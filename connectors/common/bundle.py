@@ -284,7 +284,10 @@ def _consent(grant: ConsentGrant, has_guardian: bool, ids: _Ids) -> dict[str, An
             "status": "active",
             "scope": {
                 "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                        "code": "patient-privacy",
+                    }
                 ]
             },
             "category": [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}]}],
@@ -334,7 +337,9 @@ def build_referral(draft: ReferralDraft, authored_at: datetime) -> dict[str, Any
     )
     entries.append({"fullUrl": ids.url("task"), "resource": task})
 
-    extension: list[dict[str, Any]] = [{"url": SD_RISK, "valueCoding": _coding(CS_RISK, str(draft.risk_level))}]
+    extension: list[dict[str, Any]] = [
+        {"url": SD_RISK, "valueCoding": _coding(CS_RISK, str(draft.risk_level))}
+    ]
     if draft.legal_basis:
         extension.append({"url": SD_LEGAL_BASIS, "valueCoding": _coding(CS_LEGAL_BASIS, draft.legal_basis)})
     if draft.legal_basis == "emergency" and draft.emergency_reason:

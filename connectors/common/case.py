@@ -7,6 +7,7 @@ its guardian consent form covers. Parsing is pure apart from reading the file.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -101,7 +102,14 @@ def _reason_labels() -> dict[str, str]:
         out[code] = code
         for lang in ("zh", "en"):
             out[system.concepts[code].display(lang).lower()] = code
-    out.update({"自伤": "self-harm", "欺凌": "bullying", "受虐": "suspected-abuse-neglect", "被忽视": "suspected-abuse-neglect"})
+    out.update(
+        {
+            "自伤": "self-harm",
+            "欺凌": "bullying",
+            "受虐": "suspected-abuse-neglect",
+            "被忽视": "suspected-abuse-neglect",
+        }
+    )
     return out
 
 
@@ -118,7 +126,9 @@ def risk_of(value: object, default: int) -> int:
 
 
 class _CaseReader:
-    def __init__(self, profile: CaseProfile, sender: Org, pseudonymise: Callable[[str, str], str], today: date) -> None:
+    def __init__(
+        self, profile: CaseProfile, sender: Org, pseudonymise: Callable[[str, str], str], today: date
+    ) -> None:
         self.profile = profile
         self.sender = sender
         self.pseudonymise = pseudonymise
@@ -157,7 +167,9 @@ class _CaseReader:
             risk = risk_of(values.get("risk"), p.default_risk)
             consented = yes_no(values.get("consent"))
             assent = yes_no(values.get("assent"))
-            guardian_phone = phone(values.get("guardian_phone")) if text(values.get("guardian_phone")) else None
+            guardian_phone = (
+                phone(values.get("guardian_phone")) if text(values.get("guardian_phone")) else None
+            )
             guardian_rel = relationship(values.get("guardian_relationship"))
         except ValueProblem as exc:
             column = _column_of(exc, values)
@@ -169,7 +181,9 @@ class _CaseReader:
                 continue
             code = self.labels.get(label.lower())
             if code is None:
-                return self.bad(number, "reasons", f"reason {label!r} is not a referral reason (代码或中文名称)")
+                return self.bad(
+                    number, "reasons", f"reason {label!r} is not a referral reason (代码或中文名称)"
+                )
             reasons.add(code)
         why_not = p.eligible(values, reasons, risk)
         if why_not:
@@ -189,18 +203,27 @@ class _CaseReader:
             consented = False  # from 14 the child's own assent is needed as well
         basis, emergency_reason = p.basis(values, reasons, risk, consented)
         if basis is None:
-            self.parsed.held.append(BadRow(number, HEADER_ZH["consent"], f"risk level {risk}: no legal basis to refer (consent missing)"))
+            self.parsed.held.append(
+                BadRow(
+                    number,
+                    HEADER_ZH["consent"],
+                    f"risk level {risk}: no legal basis to refer (consent missing)",
+                )
+            )
             return None
         consent = None
         if consented:
             start = at.date()
             if text(values.get("consent_date")):
-                try:
+                with contextlib.suppress(ValueProblem):
                     start = local_datetime(values.get("consent_date")).date()
-                except ValueProblem:
-                    pass
             consent = ConsentGrant(
-                p.consent_recipients, p.consent_purposes, p.consent_categories, start, _plus_months(start, p.consent_months), assent
+                p.consent_recipients,
+                p.consent_purposes,
+                p.consent_categories,
+                start,
+                _plus_months(start, p.consent_months),
+                assent,
             )
         guardian = None
         if text(values.get("guardian_name")) or guardian_phone or consented:
@@ -284,4 +307,3 @@ def read_cases(path: Path, ctx: Any, profile: CaseProfile) -> Parsed:
         reader.parsed.rows += 1
         reader.read(row.number, dict(row.values))
     return reader.parsed
-

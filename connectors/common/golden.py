@@ -34,7 +34,9 @@ def read_context(sender_id: str, agency_type: str, outbox: Any = None) -> ReadCo
     directory = load_directory()
     sender = directory.org(sender_id) if sender_id in directory.entries else Org(sender_id, agency_type)
     p = pseudonymiser()
-    return ReadContext(sender, directory, lambda raw, issuer: p.pseudonym(raw, issuer=issuer), TODAY, None, outbox)
+    return ReadContext(
+        sender, directory, lambda raw, issuer: p.pseudonym(raw, issuer=issuer), TODAY, None, outbox
+    )
 
 
 def render(parsed: Parsed, sender: Org) -> dict[str, Any]:
@@ -45,12 +47,21 @@ def render(parsed: Parsed, sender: Org) -> dict[str, Any]:
             bundle = build_referral(item.draft, AUTHORED)
             validated = validate_referral(bundle, now=NOW)
             records.append(
-                {"record_id": item.record_id, "rows": list(item.rows), "referral_id": validated.referral_id, "bundle": bundle}
+                {
+                    "record_id": item.record_id,
+                    "rows": list(item.rows),
+                    "referral_id": validated.referral_id,
+                    "bundle": bundle,
+                }
             )
             continue
         change = item.change
         assert change is not None
-        entry: dict[str, Any] = {"record_id": item.record_id, "rows": list(item.rows), "status": change.body()}
+        entry: dict[str, Any] = {
+            "record_id": item.record_id,
+            "rows": list(item.rows),
+            "status": change.body(),
+        }
         entry["task_id"] = change.task_id
         if change.referral_id:
             bundle = build_status(

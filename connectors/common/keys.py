@@ -82,7 +82,9 @@ class ConnectorKeys:
                 "QIXIN_CONNECTOR_PSEUDONYM_KEY_FILE and QIXIN_CONNECTOR_HUB_PUBLIC_KEYS_FILE, or "
                 "QIXIN_CONNECTOR_HUB_VAR_DIR for demo custody"
             )
-        return KeyStore.open(KeySettings(store_dir=self._s.keystore_dir, master_key_file=self._s.master_key_file))
+        return KeyStore.open(
+            KeySettings(store_dir=self._s.keystore_dir, master_key_file=self._s.master_key_file)
+        )
 
     @cached_property
     def signer(self) -> Ed25519Signer:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record (
@@ -46,6 +47,9 @@ CREATE TABLE IF NOT EXISTS handed (
 );
 CREATE INDEX IF NOT EXISTS handed_pseudonym ON handed (pseudonym);
 """
+
+
+_HANDED = "SELECT task_id, referral_id, delivery_id, sender_org, pseudonym, control_id, handed_at FROM handed"
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,9 @@ class Outbox:
         ).fetchone()
         if row is None:
             return None
-        return RecordState(row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4]), row[5], row[6], row[7])
+        return RecordState(
+            row[0], row[1], row[2], row[3], datetime.fromisoformat(row[4]), row[5], row[6], row[7]
+        )
 
     def begin(
         self, record_id: str, kind: str, message_id: str | None, source: str, row: int, at: datetime
@@ -125,7 +131,8 @@ class Outbox:
         self._db.execute(
             "INSERT INTO record (record_id, kind, message_id, state, attempts, first_attempt_at, updated_at, "
             "source, row) VALUES (?, ?, ?, 'pending', 1, ?, ?, ?, ?) "
-            "ON CONFLICT (record_id) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at, "
+            "ON CONFLICT (record_id) DO UPDATE SET attempts = attempts + 1, "
+            "updated_at = excluded.updated_at, "
             "state = CASE WHEN state = 'sent' THEN 'sent' ELSE 'pending' END, "
             "source = excluded.source, row = excluded.row",
             (record_id, kind, message_id, at.isoformat(), now, source, row),
@@ -134,7 +141,9 @@ class Outbox:
         assert state is not None
         return state.first_attempt_at
 
-    def mark_sent(self, record_id: str, *, referral_id: str | None = None, task_id: str | None = None) -> None:
+    def mark_sent(
+        self, record_id: str, *, referral_id: str | None = None, task_id: str | None = None
+    ) -> None:
         now = _now()
         self._db.execute(
             "UPDATE record SET state = 'sent', sends = sends + 1, sent_at = ?, updated_at = ?, "
@@ -145,7 +154,8 @@ class Outbox:
 
     def mark_failed(self, record_id: str, error: str) -> None:
         self._db.execute(
-            "UPDATE record SET state = 'failed', updated_at = ?, error = ? WHERE record_id = ? AND state != 'sent'",
+            "UPDATE record SET state = 'failed', updated_at = ?, error = ? "
+            "WHERE record_id = ? AND state != 'sent'",
             (_now(), error[:500], record_id),
         )
 
@@ -153,30 +163,37 @@ class Outbox:
         return dict(self._db.execute("SELECT state, COUNT(*) FROM record GROUP BY state").fetchall())
 
     def sent_ids(self) -> dict[str, str | None]:
-        return dict(self._db.execute("SELECT record_id, referral_id FROM record WHERE state = 'sent'").fetchall())
+        return dict(
+            self._db.execute("SELECT record_id, referral_id FROM record WHERE state = 'sent'").fetchall()
+        )
 
     # -- deliveries handed to the agency's system --------------------------------------------------
     def handed(self, task_id: str) -> Handed | None:
-        return self._handed_where("task_id = ?", task_id)
+        return self._one_handed(self._db.execute(f"{_HANDED} WHERE task_id = ?", (task_id,)).fetchone())
 
     def handed_by_control_id(self, control_id: str) -> Handed | None:
-        return self._handed_where("control_id = ?", control_id)
+        return self._one_handed(self._db.execute(f"{_HANDED} WHERE control_id = ?", (control_id,)).fetchone())
 
     def handed_by_pseudonym(self, pseudonym: str) -> list[Handed]:
         rows = self._db.execute(
-            "SELECT task_id, referral_id, delivery_id, sender_org, pseudonym, control_id, handed_at "
-            "FROM handed WHERE pseudonym = ? ORDER BY handed_at DESC",
-            (pseudonym,),
+            f"{_HANDED} WHERE pseudonym = ? ORDER BY handed_at DESC", (pseudonym,)
         ).fetchall()
-        return [Handed(*r[:6], datetime.fromisoformat(r[6])) for r in rows]
+        return [h for h in map(self._one_handed, rows) if h is not None]
 
-    def _handed_where(self, where: str, value: str) -> Handed | None:
-        row = self._db.execute(
-            "SELECT task_id, referral_id, delivery_id, sender_org, pseudonym, control_id, handed_at "
-            f"FROM handed WHERE {where}",  # noqa: S608  (where is one of two literals above)
-            (value,),
-        ).fetchone()
-        return None if row is None else Handed(*row[:6], datetime.fromisoformat(row[6]))
+    @staticmethod
+    def _one_handed(row: tuple[Any, ...] | None) -> Handed | None:
+        if row is None:
+            return None
+        task_id, referral_id, delivery_id, sender_org, pseudonym, control_id, handed_at = row
+        return Handed(
+            task_id,
+            referral_id,
+            delivery_id,
+            sender_org,
+            pseudonym,
+            control_id,
+            datetime.fromisoformat(handed_at),
+        )
 
     def record_handed(self, handed: Handed, files: list[str]) -> None:
         self._db.execute(

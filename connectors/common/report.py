@@ -94,7 +94,9 @@ class DeadLetters:
         self._source = source
         self.count = 0
 
-    def write(self, *, row: int, field: str, reason: str, code: str, record_id: str | None, kind: str) -> None:
+    def write(
+        self, *, row: int, field: str, reason: str, code: str, record_id: str | None, kind: str
+    ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             "at": datetime.now(UTC).isoformat(),

@@ -76,7 +76,9 @@ class _Run:
         self.source = source
 
     # -- outcomes ------------------------------------------------------------------------------------
-    def _sent(self, item: Item, referral_id: str | None, task_id: str | None = None, new: bool = True) -> None:
+    def _sent(
+        self, item: Item, referral_id: str | None, task_id: str | None = None, new: bool = True
+    ) -> None:
         self.report.sent.append(SentRecord(item.record_id, item.rows, item.kind, referral_id, task_id, new))
 
     def _fail(self, item: Item, outcome: Outcome) -> None:
@@ -177,7 +179,9 @@ class _Run:
         for p in window:
             if p.item.change is not None:
                 if https is None:
-                    self._settle(p, Outcome(False, code="https-required", detail="status changes go over HTTPS"))
+                    self._settle(
+                        p, Outcome(False, code="https-required", detail="status changes go over HTTPS")
+                    )
                 else:
                     self._settle(p, https.change_status(p.item.change))
 
@@ -185,20 +189,22 @@ class _Run:
         started = time.perf_counter()
         settings = self.ctx.settings
         size = max(1, settings.kafka_batch if self.ctx.kafka is not None else settings.concurrency * 8)
-        with progress(len(self.parsed.items), self.source, enabled=self.ctx.show_progress) as bar:
-            with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
-                for chunk in _chunks(self.parsed.items, size):
-                    window = [p for p in (self._prepare(item) for item in chunk) if p is not None]
-                    if self.dry_run:
-                        for p in window:
-                            rid = p.outgoing.referral_id if p.outgoing else None
-                            task = p.item.change.task_id if p.item.change else None
-                            self._sent(p.item, rid, task)
-                    elif window and self.ctx.kafka is not None:
-                        self._send_kafka(window)
-                    elif window:
-                        self._send_https(window, pool)
-                    bar.advance(len(chunk))
+        with (
+            progress(len(self.parsed.items), self.source, enabled=self.ctx.show_progress) as bar,
+            ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool,
+        ):
+            for chunk in _chunks(self.parsed.items, size):
+                window = [p for p in (self._prepare(item) for item in chunk) if p is not None]
+                if self.dry_run:
+                    for p in window:
+                        rid = p.outgoing.referral_id if p.outgoing else None
+                        task = p.item.change.task_id if p.item.change else None
+                        self._sent(p.item, rid, task)
+                elif window and self.ctx.kafka is not None:
+                    self._send_kafka(window)
+                elif window:
+                    self._send_https(window, pool)
+                bar.advance(len(chunk))
         self.report.dead_letters = self.dead.count
         self.report.seconds = time.perf_counter() - started
         return self.report
@@ -275,7 +281,8 @@ def fhir_handler(directory: Path, recipient: Org | None = None) -> Handler:
 def run_pull(ctx: Context, handler: Handler, *, acknowledge: bool = True) -> PullReport:
     """Hand every new delivery in the inbox to the agency's system, then (optionally) acknowledge it."""
     https, outbox = ctx.https, ctx.outbox
-    assert https is not None and outbox is not None
+    assert https is not None
+    assert outbox is not None
     report = PullReport(ctx.settings.agency)
     from connectors.common.record import StatusChange
 
@@ -303,7 +310,9 @@ def run_pull(ctx: Context, handler: Handler, *, acknowledge: bool = True) -> Pul
         )
         entry = {"task_id": task_id, "referral_id": item["referral_id"], "files": files}
         if acknowledge and item.get("status") == "requested":
-            outcome = https.change_status(StatusChange(task_id, "received", referral_id=str(item["referral_id"])))
+            outcome = https.change_status(
+                StatusChange(task_id, "received", referral_id=str(item["referral_id"]))
+            )
             entry["acknowledged"] = outcome.ok
         report.handed.append(entry)
     return report

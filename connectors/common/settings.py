@@ -25,7 +25,9 @@ class ConnectorSettings(BaseSettings):
       else the hub's public keys from the store.
     """
 
-    model_config = SettingsConfigDict(env_prefix="QIXIN_CONNECTOR_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="QIXIN_CONNECTOR_", env_nested_delimiter="__", extra="ignore"
+    )
 
     agency: str = Field("", description="this agency's organisation id (the sender)")
     endpoint: str = "http://127.0.0.1:8000"

@@ -113,7 +113,9 @@ def is_status_file(path: Path) -> bool:
     """Whether a file holds status updates (it has a task-id column or list) rather than cases."""
     if path.suffix.lower() == ".json":
         try:
-            document, records = read_json_records(path, ("updates", "status_updates", "records", "items", "cases", "calls"))
+            document, records = read_json_records(
+                path, ("updates", "status_updates", "records", "items", "cases", "calls")
+            )
         except TableError:
             return False
         if any(k in document for k in ("updates", "status_updates")):
@@ -125,4 +127,3 @@ def is_status_file(path: Path) -> bool:
     except TableError:
         return False
     return True
-

@@ -40,4 +40,17 @@ def birth_for_grade(rng: random.Random, grade_index: int, school_year: int) -> d
     return date(year - 1, rng.randrange(9, 13), rng.randrange(1, 29))
 
 
-GRADES = ("一年级", "二年级", "三年级", "四年级", "五年级", "初一", "初二", "初三", "初四", "高一", "高二", "高三")
+GRADES = (
+    "一年级",
+    "二年级",
+    "三年级",
+    "四年级",
+    "五年级",
+    "初一",
+    "初二",
+    "初三",
+    "初四",
+    "高一",
+    "高二",
+    "高三",
+)

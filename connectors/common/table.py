@@ -51,7 +51,9 @@ class Columns:
                 found[index] = canonical
         missing = [c for c in self.required if c not in found.values()]
         if missing:
-            raise TableError(f"missing column(s): {', '.join(missing)} (headers: {', '.join(map(str, headers))})")
+            raise TableError(
+                f"missing column(s): {', '.join(missing)} (headers: {', '.join(map(str, headers))})"
+            )
         return found
 
     def canonical(self, header: str) -> str | None:
@@ -109,7 +111,7 @@ def read_table(path: Path, columns: Columns) -> Iterator[Row]:
 
 
 def read_json_records(path: Path, list_keys: Sequence[str]) -> tuple[dict[str, Any], list[Any]]:
-    """(document, records) of a JSON export: a list, or an object holding the list under one of ``list_keys``."""
+    """(document, records) of a JSON export: a list, or an object with the list under a ``list_keys`` key."""
     try:
         document = json.loads(_decode(path.read_bytes()))
     except json.JSONDecodeError as exc:
@@ -120,7 +122,9 @@ def read_json_records(path: Path, list_keys: Sequence[str]) -> tuple[dict[str, A
         for key in list_keys:
             if isinstance(document.get(key), list):
                 return document, document[key]
-    raise TableError(f"{path.name}: expected a list of records or an object with one of {', '.join(list_keys)}")
+    raise TableError(
+        f"{path.name}: expected a list of records or an object with one of {', '.join(list_keys)}"
+    )
 
 
 def flatten(record: Mapping[str, Any], columns: Columns, prefix: str = "") -> dict[str, Any]:

@@ -79,7 +79,12 @@ def _problem(response: httpx.Response) -> tuple[str, str, tuple[dict[str, Any], 
     if not isinstance(body, dict):
         return f"http-{response.status_code}", str(body)[:300], (), {}
     errors = tuple(e for e in body.get("errors") or () if isinstance(e, dict))
-    return str(body.get("code") or f"http-{response.status_code}"), str(body.get("detail") or ""), errors, body
+    return (
+        str(body.get("code") or f"http-{response.status_code}"),
+        str(body.get("detail") or ""),
+        errors,
+        body,
+    )
 
 
 # How far along the lifecycle a status is: a Task already at or past the target took this update.
@@ -101,7 +106,9 @@ def _superseded(current: str, target: str) -> bool:
     """A replayed update whose target the Task has reached or passed (the HIS resent an old message)."""
     if current == target:
         return True
-    return current in _STAGE and target in _STAGE and _STAGE[current] > _STAGE[target] and target != "cancelled"
+    return (
+        current in _STAGE and target in _STAGE and _STAGE[current] > _STAGE[target] and target != "cancelled"
+    )
 
 
 class HttpsTransport:
@@ -156,7 +163,9 @@ class HttpsTransport:
             return answer
         if answer.status_code in (200, 201, 202):
             body = answer.json()
-            return Outcome(True, referral_id=str(body.get("referral_id")), status=answer.status_code, body=body)
+            return Outcome(
+                True, referral_id=str(body.get("referral_id")), status=answer.status_code, body=body
+            )
         code, detail, errors, body = _problem(answer)
         return Outcome(False, status=answer.status_code, code=code, detail=detail, errors=errors, body=body)
 
@@ -170,9 +179,17 @@ class HttpsTransport:
         code, detail, errors, body = _problem(answer)
         # A replayed update (the HIS re-sent its message, or the outbox was lost): the hub already moved
         # the task there. Same answer as success, flagged, so a re-run is quiet rather than an error.
-        already = answer.status_code == 409 and any(_superseded(str(e.get("from")), change.status) for e in errors)
+        already = answer.status_code == 409 and any(
+            _superseded(str(e.get("from")), change.status) for e in errors
+        )
         return Outcome(
-            already, status=answer.status_code, code=code, detail=detail, errors=errors, already=already, body=body
+            already,
+            status=answer.status_code,
+            code=code,
+            detail=detail,
+            errors=errors,
+            already=already,
+            body=body,
         )
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any] | Outcome:
@@ -248,7 +265,10 @@ class KafkaTransport:
     def envelope(self, out: Outgoing, at: datetime | None = None) -> bytes:
         submission_id = self.submission_id(out)
         sealed = self._sealer.seal(
-            out.body, referral_id=submission_id, recipient_org=HUB_OWNER, delivery_id=f"inbound-{submission_id}"
+            out.body,
+            referral_id=submission_id,
+            recipient_org=HUB_OWNER,
+            delivery_id=f"inbound-{submission_id}",
         )
         record = InboundSubmission(
             submission_id=submission_id,
@@ -271,7 +291,9 @@ class KafkaTransport:
             futures = []
             for index in pending:
                 try:
-                    futures.append((index, self._producer.send(self._topic, key=key, value=self.envelope(outs[index]))))
+                    futures.append(
+                        (index, self._producer.send(self._topic, key=key, value=self.envelope(outs[index])))
+                    )
                 except KafkaError as exc:
                     futures.append((index, exc))
             self._producer.flush(timeout=self._settings.timeout_s)
@@ -289,7 +311,9 @@ class KafkaTransport:
                     results[index] = Outcome(True, referral_id=outs[index].referral_id)
                 elif getattr(error, "retriable", True):
                     retry.append(index)
-                    results[index] = Outcome(False, code=type(error).__name__, detail=str(error)[:300], exhausted=True)
+                    results[index] = Outcome(
+                        False, code=type(error).__name__, detail=str(error)[:300], exhausted=True
+                    )
                 else:
                     results[index] = Outcome(False, code=type(error).__name__, detail=str(error)[:300])
             pending = retry

@@ -82,11 +82,18 @@ def read_fhir(path: Path, agency: str) -> Parsed:
                 parsed.bad.append(BadRow(number, issue.path, f"{issue.rule}: {issue.message}"))
             continue
         if message.sender_org != agency:
-            parsed.bad.append(BadRow(number, "MessageHeader.sender", f"sent by {message.sender_org}, not {agency}"))
+            parsed.bad.append(
+                BadRow(number, "MessageHeader.sender", f"sent by {message.sender_org}, not {agency}")
+            )
             continue
         if isinstance(message, StatusUpdate):
             change = StatusChange(
-                message.task_id, message.status, message.reason, message.business_status, None, message.referral_id
+                message.task_id,
+                message.status,
+                message.reason,
+                message.business_status,
+                None,
+                message.referral_id,
             )
         elif isinstance(message, FeedbackMessage):
             task = _task(bundle)
@@ -98,7 +105,9 @@ def read_fhir(path: Path, agency: str) -> Parsed:
                 if p.get("contentString")
             ]
             if not task.get("id"):
-                parsed.bad.append(BadRow(number, "Task.id", "feedback needs the Task (the hub's task id) it closes"))
+                parsed.bad.append(
+                    BadRow(number, "Task.id", "feedback needs the Task (the hub's task id) it closes")
+                )
                 continue
             change = StatusChange(
                 str(task["id"]),
@@ -140,7 +149,10 @@ def his_handler(directory: Path, hospital: Org | None = None) -> Handler:
         ref = build_ref(item, content, hospital or Org("hospital", "camhs"), datetime.now(UTC))
         hl7_path = directory / f"{item['task_id']}.hl7"
         json_path = directory / f"{item['task_id']}.json"
-        write_atomic(json_path, json.dumps({"delivery": item, "content": content}, ensure_ascii=False, indent=2).encode())
+        write_atomic(
+            json_path,
+            json.dumps({"delivery": item, "content": content}, ensure_ascii=False, indent=2).encode(),
+        )
         write_atomic(hl7_path, ref.encode("utf-8"))
         return [hl7_path.name, json_path.name], control_id_for(str(item["task_id"])), pseudonym_of(content)
 

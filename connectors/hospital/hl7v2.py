@@ -140,8 +140,12 @@ def map_message(raw: str, lookup: Lookup, row: int = 1) -> Mapped:
         if ref is None:
             return bad("MSA-2", "acknowledges a message this connector did not send")
         if code in ("AA", "CA"):
-            return Mapped(control, mtype, change=StatusChange(ref.task_id, "received", referral_id=ref.referral_id))
-        return bad("MSA-1", f"the HIS refused the referral ({code}): {_get(message, 'MSA', 3) or 'no reason given'}")
+            return Mapped(
+                control, mtype, change=StatusChange(ref.task_id, "received", referral_id=ref.referral_id)
+            )
+        return bad(
+            "MSA-1", f"the HIS refused the referral ({code}): {_get(message, 'MSA', 3) or 'no reason given'}"
+        )
     if kind == "RRI" and event == "I12":
         task_id = _get(message, "RF1", 6, 1) or _get(message, "RF1", 11, 1)
         ref = lookup("task-id", task_id) if task_id else lookup("control-id", _get(message, "MSA", 2))
@@ -152,26 +156,34 @@ def map_message(raw: str, lookup: Lookup, row: int = 1) -> Mapped:
             change = StatusChange(ref.task_id, "received", referral_id=ref.referral_id)
         elif status == "A":
             booked = "appointment-booked" if _get(message, "RF1", 7) else None
-            change = StatusChange(ref.task_id, "accepted", business_status=booked, referral_id=ref.referral_id)
+            change = StatusChange(
+                ref.task_id, "accepted", business_status=booked, referral_id=ref.referral_id
+            )
         elif status == "R":
             reason = _get(message, "RF1", 10, 2) or _get(message, "RF1", 10, 1) or " ".join(_texts(message))
             if not reason:
                 return bad("RF1-10", "a rejection needs its reason (RF1-10 or NTE)")
             change = StatusChange(ref.task_id, "rejected", reason=reason, referral_id=ref.referral_id)
         elif status == "E":
-            change = StatusChange(ref.task_id, "cancelled", reason="referral expired at the HIS", referral_id=ref.referral_id)
+            change = StatusChange(
+                ref.task_id, "cancelled", reason="referral expired at the HIS", referral_id=ref.referral_id
+            )
         else:
             return bad("RF1-1", f"referral status {status!r} is not A, P, R or E (HL7 table 0283)")
         return Mapped(control, mtype, change=change)
     if kind == "ADT" and event in ("A04", "A03"):
         pseudonym = _pseudonym(message)
         if pseudonym is None:
-            return bad("PID-3", "no identifier with assigning authority QIXIN (the pseudonym from our REF^I12)")
+            return bad(
+                "PID-3", "no identifier with assigning authority QIXIN (the pseudonym from our REF^I12)"
+            )
         ref = lookup("pseudonym", pseudonym)
         if ref is None:
             return bad("PID-3", "no referral handed to the HIS for this patient")
         if event == "A04":
-            return Mapped(control, mtype, change=StatusChange(ref.task_id, "in-progress", referral_id=ref.referral_id))
+            return Mapped(
+                control, mtype, change=StatusChange(ref.task_id, "in-progress", referral_id=ref.referral_id)
+            )
         feedback = "\n".join(_texts(message)).strip()
         if not feedback:
             return bad("NTE-3", "closing a referral needs the feedback to the referrer (NTE or OBX text)")
@@ -179,7 +191,11 @@ def map_message(raw: str, lookup: Lookup, row: int = 1) -> Mapped:
             control,
             mtype,
             change=StatusChange(
-                ref.task_id, "completed", business_status="feedback-sent", feedback=feedback, referral_id=ref.referral_id
+                ref.task_id,
+                "completed",
+                business_status="feedback-sent",
+                feedback=feedback,
+                referral_id=ref.referral_id,
             ),
         )
     return Mapped(control, mtype, ignored=f"{mtype or 'unknown'} messages carry no referral status")
@@ -192,7 +208,9 @@ def ack(raw: str, code: str, text: str, facility: str) -> str:
     if not text:
         return reply
     # MSA-3 (text message) carries why, for the HIS operator.
-    return "\r".join(f"{seg}|{escape(text)[:80]}" if seg.startswith("MSA|") else seg for seg in reply.split("\r"))
+    return "\r".join(
+        f"{seg}|{escape(text)[:80]}" if seg.startswith("MSA|") else seg for seg in reply.split("\r")
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,7 +244,10 @@ def build_ref(item: dict[str, Any], content: dict[str, Any] | None, hospital: Or
         (i.get("value") for i in patient.get("identifier") or [] if i.get("system") == NS_PSEUDONYM), None
     )
     reasons = [
-        c for cc in request.get("reasonCode") or [] for c in cc.get("coding") or [] if c.get("system") == CS_REASON
+        c
+        for cc in request.get("reasonCode") or []
+        for c in cc.get("coding") or []
+        if c.get("system") == CS_REASON
     ] or [{"code": r, "display": r} for r in item.get("reasons") or []]
     risk = next(
         (
@@ -277,7 +298,19 @@ def build_ref(item: dict[str, Any], content: dict[str, Any] | None, hospital: Or
                 f"{escape(referral_id)}^{QIXIN}",
             ]
         ),
-        "|".join(["PRD", "RP", escape(str(item.get("sender_org") or "")), "", "", "", "", "", f"{escape(str(item.get('sender_org') or ''))}^^{QIXIN}"]),
+        "|".join(
+            [
+                "PRD",
+                "RP",
+                escape(str(item.get("sender_org") or "")),
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"{escape(str(item.get('sender_org') or ''))}^^{QIXIN}",
+            ]
+        ),
     ]
     name = (patient.get("name") or [{}])[0]
     family = escape(str(name.get("family") or ""))
@@ -287,7 +320,19 @@ def build_ref(item: dict[str, Any], content: dict[str, Any] | None, hospital: Or
     birth = str(patient.get("birthDate") or "").replace("-", "")
     ids = f"{escape(pseudonym)}^^^{QIXIN}^PN" if pseudonym else f"{escape(task_id)}^^^{QIXIN}-TASK^RI"
     segments.append(
-        "|".join(["PID", "1", "", ids, "", f"{family}^{given}" if family or given else "", "", birth, _GENDER.get(str(patient.get("gender")), "U")])
+        "|".join(
+            [
+                "PID",
+                "1",
+                "",
+                ids,
+                "",
+                f"{family}^{given}" if family or given else "",
+                "",
+                birth,
+                _GENDER.get(str(patient.get("gender")), "U"),
+            ]
+        )
     )
     obx = 0
     for resource in _resources(content):
@@ -298,9 +343,28 @@ def build_ref(item: dict[str, Any], content: dict[str, Any] | None, hospital: Or
             continue
         obx += 1
         display = next((c.get("display") for c in resource["code"]["coding"]), "") or ""
-        segments.append("|".join(["OBX", str(obx), "NM", f"{code}^{escape(display)}^LN", "", str(resource["valueInteger"]), "", "", "", "", "", "F"]))
+        segments.append(
+            "|".join(
+                [
+                    "OBX",
+                    str(obx),
+                    "NM",
+                    f"{code}^{escape(display)}^LN",
+                    "",
+                    str(resource["valueInteger"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "F",
+                ]
+            )
+        )
     notes = [n.get("text") for n in request.get("note") or [] if n.get("text")]
-    notes.insert(0, f"风险等级 {risk}；转介原因：" + "、".join(str(r.get('display') or r.get('code')) for r in reasons))
+    notes.insert(
+        0, f"风险等级 {risk}；转介原因：" + "、".join(str(r.get("display") or r.get("code")) for r in reasons)
+    )
     for k, note in enumerate(notes, start=1):
         segments.append("|".join(["NTE", str(k), "L", escape(str(note))]))
     return "\r".join(segments) + "\r"

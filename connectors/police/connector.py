@@ -20,7 +20,9 @@ from connectors.common.value import text
 
 def _extra(values: Mapping[str, Any]) -> set[str]:
     role, category = text(values.get("role")), text(values.get("category"))
-    if role in ("被害人", "受害人", "victim") and any(k in category for k in ("侵害", "虐待", "忽视", "abuse")):
+    if role in ("被害人", "受害人", "victim") and any(
+        k in category for k in ("侵害", "虐待", "忽视", "abuse")
+    ):
         return {"suspected-abuse-neglect"}
     return set()
 

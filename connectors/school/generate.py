@@ -55,12 +55,14 @@ def _phq9(rng: random.Random) -> list[int]:
     return items
 
 
-def rows(count: int, school_id: str, *, seed: int = 7, screening: date = date(2026, 11, 20)) -> Iterator[dict[str, str]]:
+def rows(
+    count: int, school_id: str, *, seed: int = 7, screening: date = date(2026, 11, 20)
+) -> Iterator[dict[str, str]]:
     """``count`` rows for one school; the school's town is the commonest town of its students."""
     directory = load_directory()
     school = directory.org(school_id)
     home = directory.entries[school_id].towns[0]
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311  (synthetic sample data, not secrets)
     produced = 0
     used: set[str] = set()
     while produced < count:
@@ -101,7 +103,9 @@ def rows(count: int, school_id: str, *, seed: int = 7, screening: date = date(20
             row = dict(base, scale=scale, total="")
             as_text = rng.random() < 0.1  # some platforms export the answer texts
             for k in range(1, 10):
-                row[f"q{k}"] = (_ANSWERS[items[k - 1]] if as_text else str(items[k - 1])) if k <= len(items) else ""
+                row[f"q{k}"] = (
+                    (_ANSWERS[items[k - 1]] if as_text else str(items[k - 1])) if k <= len(items) else ""
+                )
             row["total"] = str(sum(items))
             yield row
             produced += 1

@@ -185,7 +185,9 @@ class _Reader:
             if school is None:
                 return self.bad(row, "school", f"school {school_text!r} is not in the directory")
             if school.id != self.sender.id:
-                return self.bad(row, "school", f"a row of {school.id}; this connector submits for {self.sender.id}")
+                return self.bad(
+                    row, "school", f"a row of {school.id}; this connector submits for {self.sender.id}"
+                )
         raw_id = text(row.get("student_no"))
         if not raw_id:
             return self.bad(row, "student_no", "the student number is empty")
@@ -253,12 +255,16 @@ class _Reader:
             except ValueError as exc:
                 return self.bad(row, "total", str(exc) if isinstance(exc, ValueProblem) else "not a number")
         if missing and len(missing) < len(spec.items):
-            return self.bad(row, missing[0], f"{scale.value}: item {missing[0][1:]} is empty (give all items or none)")
+            return self.bad(
+                row, missing[0], f"{scale.value}: item {missing[0][1:]} is empty (give all items or none)"
+            )
         if missing and stated is None:
             return self.bad(row, "total", f"{scale.value}: neither the items nor the total are given")
         result = score(scale, items if not missing else {}, stated)
         if result.total_mismatch:
-            return self.bad(row, "total", f"{scale.value} total {stated} differs from the item sum {result.total}")
+            return self.bad(
+                row, "total", f"{scale.value} total {stated} differs from the item sum {result.total}"
+            )
         key = (pseudonym, when)
         student = self.students.get(key)
         if student is None:
@@ -451,7 +457,6 @@ def parse_rows(rows: list[dict[str, Any]], **kwargs: Any) -> Parsed:
     for student in reader.students.values():
         reader.draft(student)
     return reader.parsed
-
 
 
 def read(path: Path, ctx: Any) -> Parsed:

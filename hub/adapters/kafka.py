@@ -121,8 +121,12 @@ def _align_configs(
 
 def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     try:
+        # bootstrap_timeout_ms too: kafka-python 3 otherwise waits 30 s for a broker that is down.
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), client_id="qixin-health"
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            client_id="qixin-health",
         )
     except Exception:  # any failure to connect means "not reachable" for a health probe
         return False

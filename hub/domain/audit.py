@@ -206,7 +206,7 @@ class Checkpoint:
 
 def next_checkpoint(head: ChainHead, count: int, previous: Checkpoint | None, at: datetime) -> Checkpoint:
     """The unsigned checkpoint that seals the chain up to ``head``."""
-    # Microseconds are what PostgreSQL keeps; the signed bytes must survive a round trip.
+    # Signed as UTC with microseconds, which PostgreSQL and SQLite both give back unchanged.
     return Checkpoint(
         number=(previous.number if previous else 0) + 1,
         seq=head.seq,

@@ -109,3 +109,24 @@ def check_transition(t: Transition) -> None:
 
 def allowed_targets(current: TaskStatus, party: Party) -> list[TaskStatus]:
     return [b for (a, b), parties in _TRANSITIONS.items() if a == current and party in parties]
+
+
+BUSINESS_STATUSES = ("delivered", "appointment-booked", "no-show", "feedback-sent", "follow-up-due")
+
+
+def check_business_update(current: TaskStatus, party: Party, business_status: str | None) -> None:
+    """A detail on an open task without a status change (e.g. appointment booked after acceptance)."""
+    if business_status not in BUSINESS_STATUSES:
+        raise InvalidInput(
+            f"unknown business status '{business_status}'",
+            details=[
+                {"path": "$.business_status", "rule": "code-unknown", "message": ", ".join(BUSINESS_STATUSES)}
+            ],
+        )
+    if party != Party.RECIPIENT:
+        raise Forbidden("only the recipient records the progress of a task", code="transition-not-permitted")
+    if current not in OPEN_STATES or current == TaskStatus.REQUESTED:
+        raise Conflict(
+            f"a task in status '{current}' takes no progress updates (acknowledge it first)",
+            code="invalid-transition",
+        )

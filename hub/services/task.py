@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.domain.error import Forbidden, NotFound
-from hub.domain.lifecycle import Party, Transition, check_transition, parse_status
+from hub.domain.lifecycle import Party, Transition, check_business_update, check_transition, parse_status
 from hub.services.port import Caller, Clock, EventPublisher, ReadModel
 from schemas.envelope import TaskStatusChanged
 from schemas.topic import TASKS_STATUS_CHANGED
@@ -40,15 +40,18 @@ class TransitionTask:
         party = Party.RECIPIENT if caller.org_id == row.recipient_org else Party.REQUESTER
         target = parse_status(cmd.status)
         current = parse_status(row.status)
-        check_transition(
-            Transition(
-                current,
-                target,
-                party,
-                cmd.reason,
-                feedback_returned=bool(cmd.feedback and cmd.feedback.strip()),
+        if target == current and cmd.business_status:
+            check_business_update(current, party, cmd.business_status)
+        else:
+            check_transition(
+                Transition(
+                    current,
+                    target,
+                    party,
+                    cmd.reason,
+                    feedback_returned=bool(cmd.feedback and cmd.feedback.strip()),
+                )
             )
-        )
         if caller.role not in ("system", "clinician", "case-worker", "supervisor", "referrer"):
             raise Forbidden(f"role '{caller.role}' cannot change task status", code="role-forbidden")
         event = TaskStatusChanged(

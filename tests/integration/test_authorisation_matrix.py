@@ -185,7 +185,9 @@ MATRIX: dict[str, dict[str, int]] = {
         "admin": DENIED,
     },
     "follow-ups": {a: (DENIED if a in ("district-monitor", "auditor", "admin") else OK) for a in ACTORS},
-    "follow-up-done": {a: (DENIED if a in ("district-monitor", "auditor", "admin") else HIDDEN) for a in ACTORS},
+    "follow-up-done": {
+        a: (DENIED if a in ("district-monitor", "auditor", "admin") else HIDDEN) for a in ACTORS
+    },
     "directory": {a: OK for a in ACTORS},
     "audit-search": {a: (OK if a == "auditor" else DENIED) for a in ACTORS},
     "audit-verify": {a: (OK if a == "auditor" else DENIED) for a in ACTORS},

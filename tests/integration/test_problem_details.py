@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -40,7 +41,7 @@ def users(hub: RunningHub) -> None:
 
 
 def test_400_contradictory_time_range(hub: RunningHub, users: None) -> None:
-    with staff_client(hub, "pd.monitor") as monitor:
+    with closing(staff_client(hub, "pd.monitor")) as monitor:
         answer = monitor.get(
             "/v1/dashboard/metrics",
             params={"since": "2025-03-01T00:00:00+08:00", "until": "2025-02-01T00:00:00+08:00"},
@@ -56,9 +57,9 @@ def test_401_without_credentials_with_a_bearer_challenge(hub: RunningHub) -> Non
 
 
 def test_403_by_role_and_for_a_session_request_without_csrf_token(hub: RunningHub, users: None) -> None:
-    with staff_client(hub, "pd.monitor") as monitor:
+    with closing(staff_client(hub, "pd.monitor")) as monitor:
         assert_problem(monitor.get("/v1/inbox"), 403, "role-forbidden")
-    with staff_client(hub, "pd.clinician") as clinician:
+    with closing(staff_client(hub, "pd.clinician")) as clinician:
         del clinician.headers["X-CSRF-Token"]
         answer = clinician.post("/v1/tasks/nope/status", json={"status": "received"})
     assert_problem(answer, 403, "csrf-failed")

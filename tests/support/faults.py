@@ -320,9 +320,9 @@ class Load:
 
     hub: HubClients
     kinds: list[Kind]
-    rate_per_s: float = 4.0
+    rate_per_s: float = 3.0
     threads: int = 2
-    cap: int = 400
+    cap: int = 250
     answer_timeout: float = 10.0  # a connector's patience per POST before it re-sends the same message
     retry_for: float = 180.0
     sent: list[Sent] = field(default_factory=list)
@@ -601,3 +601,32 @@ def assert_delivery_before_status(hub: HubClients, acked: list[tuple[str, str, s
         for c in clients.values():
             c.close()
     assert not problems, f"per-referral order broken for {len(problems)} tasks: {problems[:5]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Consumer group
+
+
+def _assigned(assignment: Any, topic: str) -> list[int]:
+    """Partitions of ``topic`` in a member assignment, as kafka-python hands it (dict or object)."""
+    if isinstance(assignment, dict):
+        entries = [(a["topic"], a["partitions"]) for a in assignment.get("assigned_partitions") or []]
+    else:
+        entries = [(a.topic, a.partitions) for a in getattr(assignment, "assigned_partitions", None) or []]
+    return sorted(p for t, ps in entries if t == topic for p in ps)
+
+
+def group_assignment(bootstrap: str, group: str, topic: str) -> dict[str, list[int]]:
+    """Partitions of ``topic`` each member of the consumer group holds (member id -> partitions)."""
+    import logging
+
+    from kafka import KafkaAdminClient
+
+    # kafka-python cannot parse faust's subscription metadata and logs each member at WARNING.
+    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="qixin-faults", request_timeout_ms=10_000)
+    try:
+        info = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    return {m["member_id"][-12:]: _assigned(m.get("member_assignment"), topic) for m in info["members"]}

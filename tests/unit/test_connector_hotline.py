@@ -16,14 +16,28 @@ def test_golden_call_log() -> None:
     assert document["skipped"] == {"not a crisis call (stays with the hotline)": 1}
     risks = []
     for record in document["records"]:
-        request = next(e["resource"] for e in record["bundle"]["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+        request = next(
+            e["resource"]
+            for e in record["bundle"]["entry"]
+            if e["resource"]["resourceType"] == "ServiceRequest"
+        )
         risk = next(e["valueCoding"]["code"] for e in request["extension"] if e["url"].endswith("risk-level"))
-        basis = next(e["valueCoding"]["code"] for e in request["extension"] if e["url"].endswith("legal-basis"))
+        basis = next(
+            e["valueCoding"]["code"] for e in request["extension"] if e["url"].endswith("legal-basis")
+        )
         risks.append((risk, basis, request["reasonCode"][0]["coding"][0]["code"]))
-    assert risks == [("4", "emergency", "crisis-call"), ("4", "emergency", "crisis-call"), ("3", "consent", "self-harm")]
+    assert risks == [
+        ("4", "emergency", "crisis-call"),
+        ("4", "emergency", "crisis-call"),
+        ("3", "consent", "self-harm"),
+    ]
 
 
 def test_anonymous_caller_gets_a_pseudonym_from_the_call_number() -> None:
     document = golden.check(CONNECTOR, SAMPLE, "district-centre")
-    patient = next(e["resource"] for e in document["records"][0]["bundle"]["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient = next(
+        e["resource"]
+        for e in document["records"][0]["bundle"]["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )
     assert patient["identifier"][0]["value"].startswith("psn:")

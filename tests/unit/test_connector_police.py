@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from connectors.common import golden
 from connectors.police.connector import CONNECTOR
@@ -10,8 +11,10 @@ from connectors.police.connector import CONNECTOR
 SAMPLE = Path(__file__).resolve().parents[2] / "connectors" / "police" / "samples" / "cases-2026-11-28.json"
 
 
-def _basis_and_reasons(record: dict) -> tuple[str, list[str]]:  # type: ignore[type-arg]
-    request = next(e["resource"] for e in record["bundle"]["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+def _basis_and_reasons(record: dict[str, Any]) -> tuple[str, list[str]]:
+    request = next(
+        e["resource"] for e in record["bundle"]["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+    )
     basis = next(e["valueCoding"]["code"] for e in request["extension"] if e["url"].endswith("legal-basis"))
     return basis, [c["coding"][0]["code"] for c in request["reasonCode"]]
 
@@ -28,7 +31,11 @@ def test_golden_case_export() -> None:
 
 def test_case_numbers_stay_with_the_agency_and_ids_never_leave() -> None:
     document = golden.check(CONNECTOR, SAMPLE, "police-songjiang")
-    task = next(e["resource"] for e in document["records"][0]["bundle"]["entry"] if e["resource"]["resourceType"] == "Task")
+    task = next(
+        e["resource"]
+        for e in document["records"][0]["bundle"]["entry"]
+        if e["resource"]["resourceType"] == "Task"
+    )
     assert task["identifier"][0]["value"] == "SJGA-WCN-2026-0101"
     text = SAMPLE.read_text(encoding="utf-8")
     import json

@@ -125,7 +125,8 @@ def test_answer_texts_score_like_numbers() -> None:
 
 def test_without_consent_high_risk_is_held_and_crisis_goes_on_emergency_basis() -> None:
     held = _parse([_row(consent="否", **_items(3, 3, 3, 3, 2, 2, 2, 2, 0))])
-    assert held.items == [] and held.held[0].field == "监护人同意"
+    assert held.items == []
+    assert held.held[0].field == "监护人同意"
     [crisis] = _parse([_row(consent="否", **_items(0, 0, 0, 0, 0, 0, 0, 0, 3))]).items
     assert crisis.draft.legal_basis == "emergency"
     assert crisis.draft.emergency_reason == load_config().emergency_reason
@@ -134,7 +135,8 @@ def test_without_consent_high_risk_is_held_and_crisis_goes_on_emergency_basis() 
 
 def test_fourteen_and_over_need_their_own_assent() -> None:
     parsed = _parse([_row(birth="2011-01-01", assent="", **_items(3, 3, 3, 3, 2, 2, 2, 2, 0))])
-    assert parsed.items == [] and parsed.held[0].field == "学生同意"
+    assert parsed.items == []
+    assert parsed.held[0].field == "学生同意"
 
 
 def test_register_number_and_resident_id_give_the_same_pseudonym() -> None:
@@ -149,4 +151,5 @@ def test_record_ids_and_bundles_hold_no_raw_identifier() -> None:
     from connectors.common.bundle import build_referral, encode
 
     body = encode(build_referral(item.draft, golden.AUTHORED)).decode()
-    assert "310117201203059915" not in body and "310117201203059915" not in item.record_id
+    assert "310117201203059915" not in body
+    assert "310117201203059915" not in item.record_id

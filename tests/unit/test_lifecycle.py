@@ -70,3 +70,15 @@ def test_unknown_status_names_the_allowed_codes() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_status("recieved")
     assert "received" in caught.value.details[0]["message"]
+
+
+def test_progress_detail_without_a_status_change_is_for_the_recipient_of_an_acknowledged_task() -> None:
+    from hub.domain.lifecycle import check_business_update
+
+    check_business_update(S.ACCEPTED, P.RECIPIENT, "appointment-booked")
+    with pytest.raises(Conflict):
+        check_business_update(S.REQUESTED, P.RECIPIENT, "appointment-booked")
+    with pytest.raises(Forbidden):
+        check_business_update(S.ACCEPTED, P.REQUESTER, "appointment-booked")
+    with pytest.raises(InvalidInput):
+        check_business_update(S.ACCEPTED, P.RECIPIENT, "booked")
