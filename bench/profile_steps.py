@@ -117,9 +117,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     create_user_tables(engine)
     store = open_or_initialise(settings.keys)
     store.ensure(HUB_OWNER, KeyKind.ED25519)
-    for org in load_directory(settings.rules.directory_file).organisations:
-        store.ensure(org.id, KeyKind.X25519)
-        store.ensure(org.id, KeyKind.ED25519)
+    for organisation in load_directory(settings.rules.directory_file).organisations:
+        store.ensure(organisation.id, KeyKind.X25519)
+        store.ensure(organisation.id, KeyKind.ED25519)
     clock = SystemClock()
     sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
     sender = validate_referral(sample).sender_org
@@ -148,9 +148,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     step("api.parse_json", lambda i: json.loads(bodies[i]))
     step("api.authenticate", lambda i: keys_api.authenticate(api_key))
-    step("api.validate_referral", lambda i: validated.__setitem__(i, validate_referral(parsed[i], size=len(bodies[i]))))
+    step(
+        "api.validate_referral",
+        lambda i: validated.__setitem__(i, validate_referral(parsed[i], size=len(bodies[i]))),
+    )
     step("api.verify_signature", lambda i: verifier.verify(bodies[i], sigs[i], sender))
-    step("api.seal_for_hub", lambda i: sealed.__setitem__(i, sealing.seal_for_hub(validated[i].referral_id, bodies[i])))
+    step(
+        "api.seal_for_hub",
+        lambda i: sealed.__setitem__(i, sealing.seal_for_hub(validated[i].referral_id, bodies[i])),
+    )
 
     def envelope(i: int) -> None:
         v = validated[i]
@@ -186,10 +192,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     delivery_bytes: list[bytes] = [b""] * total
     now = clock.now()
 
-    step("worker.decode_intake", lambda i: submitted.__setitem__(i, ReferralSubmitted.model_validate(orjson.loads(intakes[i]))))
-    step("worker.open_intake", lambda i: bundles.__setitem__(i, orjson.loads(sealing.open_intake(submitted[i].referral_id, submitted[i].sealed_bundle))))
+    step(
+        "worker.decode_intake",
+        lambda i: submitted.__setitem__(i, ReferralSubmitted.model_validate(orjson.loads(intakes[i]))),
+    )
+    step(
+        "worker.open_intake",
+        lambda i: bundles.__setitem__(
+            i, orjson.loads(sealing.open_intake(submitted[i].referral_id, submitted[i].sealed_bundle))
+        ),
+    )
     step("worker.plan_routes", lambda i: plans.__setitem__(i, router.plan(submitted[i].facts, now, ())))
-    step("worker.decide_disclosure", lambda i: outcomes.__setitem__(i, disclosure.decide(bundles[i], submitted[i], plans[i].routes[0], now)))
+    step(
+        "worker.decide_disclosure",
+        lambda i: outcomes.__setitem__(
+            i, disclosure.decide(bundles[i], submitted[i], plans[i].routes[0], now)
+        ),
+    )
 
     def seal(i: int) -> None:
         r = plans[i].routes[0]
@@ -204,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     step("worker.seal_delivery", seal)
     step("worker.vault_put_once", lambda i: vault.put_once(seals[i]))
+
     # The whole routing use case (the steps above end to end, on fresh referrals' intake).
     def copies(tag: str) -> list[Any]:
         """The intake under new referral ids (the sealed Bundle is bound to its id: sealed again)."""
@@ -212,19 +232,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rid = tag + submitted[i].referral_id[4:]
             token, kid = sealing.seal_for_hub(rid, bodies[i])
             update = {"referral_id": rid, "idempotency_key": tag + submitted[i].idempotency_key}
-            out.append(submitted[i].model_copy(update={**update, "sealed_bundle": token, "bundle_key_id": kid}))
+            out.append(
+                submitted[i].model_copy(update={**update, "sealed_bundle": token, "bundle_key_id": kid})
+            )
         return out
 
     fresh = copies("rfx-")
     step("worker.route (use case)", lambda i: routed.__setitem__(i, route(fresh[i])))
     step("worker.project_referral", lambda i: project.referral(fresh[i], now, routed[i].plan.ruleset_version))
-    step("worker.delivery_encode", lambda i: delivery_bytes.__setitem__(i, orjson.dumps(routed[i].deliveries[0].model_dump(mode="json"))))
+    step(
+        "worker.delivery_encode",
+        lambda i: delivery_bytes.__setitem__(
+            i, orjson.dumps(routed[i].deliveries[0].model_dump(mode="json"))
+        ),
+    )
     step("worker.delivery_decode", lambda i: DeliveryCreated.model_validate(orjson.loads(delivery_bytes[i])))
     step("worker.project_delivery", lambda i: project.delivery(routed[i].deliveries[0]))
     events = [disclosure_event(routed[i].deliveries[0]) for i in range(total)]
     step("worker.audit_append (1 event)", lambda i: append([events[i]]))
 
-    batch_events = [disclosure_event(routed[i].deliveries[0].model_copy(update={"delivery_id": f"b{i}-" + routed[i].deliveries[0].delivery_id[:40]})) for i in range(total)]
+    batch_events = [
+        disclosure_event(
+            routed[i]
+            .deliveries[0]
+            .model_copy(update={"delivery_id": f"b{i}-" + routed[i].deliveries[0].delivery_id[:40]})
+        )
+        for i in range(total)
+    ]
 
     def batched(i: int) -> None:
         if i % 100 == 0:
@@ -245,14 +279,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def requests() -> None:
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+        ):
 
             async def one(i: int) -> None:
                 body, sig = api_bodies[i]
                 r = await c.post(
                     "/v1/referrals",
                     content=body,
-                    headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/fhir+json", "X-Qixin-Signature": sig},
+                    headers={
+                        "Authorization": f"Bearer {api_key}",
+                        "Content-Type": "application/fhir+json",
+                        "X-Qixin-Signature": sig,
+                    },
                 )
                 assert r.status_code == 202, r.text
 
@@ -283,17 +324,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r = route(again[i])
             project.referral(again[i], now, r.plan.ruleset_version)
             for d in r.deliveries:
-                project.delivery(DeliveryCreated.model_validate(orjson.loads(orjson.dumps(d.model_dump(mode="json")))))
+                project.delivery(
+                    DeliveryCreated.model_validate(orjson.loads(orjson.dumps(d.model_dump(mode="json"))))
+                )
         prof.disable()
         print("\n--- cProfile: worker steps (route + project referral + project delivery) ---")
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
     api = sum(v["cpu_us"] for k, v in steps.items() if k.startswith("api.") and "whole" not in k)
-    worker = sum(v["cpu_us"] for k, v in steps.items() if k.startswith("worker.") and "(use case)" not in k and "batches" not in k and k not in ("worker.open_intake", "worker.plan_routes", "worker.decide_disclosure", "worker.seal_delivery", "worker.vault_put_once"))
+    worker = sum(
+        v["cpu_us"]
+        for k, v in steps.items()
+        if k.startswith("worker.")
+        and "(use case)" not in k
+        and "batches" not in k
+        and k
+        not in (
+            "worker.open_intake",
+            "worker.plan_routes",
+            "worker.decide_disclosure",
+            "worker.seal_delivery",
+            "worker.vault_put_once",
+        )
+    )
     print(f"\n{'step':<42} {'wall us':>9} {'cpu us':>9}")
     for name, v in steps.items():
         print(f"{name:<42} {v['wall_us']:9.0f} {v['cpu_us']:9.0f}")
-    print(f"\nsum of api.* steps (CPU): {api:.0f} us; worker use case + projections + 1 audit event (CPU): {worker:.0f} us")
+    print(
+        f"\nsum of api.* steps (CPU): {api:.0f} us; "
+        f"worker use case + projections + 1 audit event (CPU): {worker:.0f} us"
+    )
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "n": args.n,

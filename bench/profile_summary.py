@@ -114,14 +114,14 @@ def summarise(path: Path, top: int, depth: str, under: str = "", exclude: str = 
     if not total:
         return f"{path.name}: no samples\n"
     own: Counter[str] = Counter()
-    under: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
     areas: Counter[str] = Counter()
     for frames, count in stacks:
         if not frames:
             continue
         own[key(frames[-1], depth)] += count
         for k in {key(f, depth) for f in frames}:
-            under[k] += count
+            inclusive[k] += count
         areas[area_of(frames)] += count
     out = [f"== {path.name}: {total} busy samples (+{idle} waiting: select, locks, PostgreSQL replies)"]
     out.append("  by area (innermost known frame):")
@@ -129,7 +129,7 @@ def summarise(path: Path, top: int, depth: str, under: str = "", exclude: str = 
     out.append("  self:")
     out += [f"    {100 * c / total:5.1f}%  {k}" for k, c in own.most_common(top)]
     out.append("  inclusive:")
-    out += [f"    {100 * c / total:5.1f}%  {k}" for k, c in under.most_common(top)]
+    out += [f"    {100 * c / total:5.1f}%  {k}" for k, c in inclusive.most_common(top)]
     return "\n".join(out) + "\n"
 
 

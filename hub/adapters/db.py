@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -107,7 +109,36 @@ def make_engine(url: str, echo: bool = False) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A connection back in the pool for longer than this is pinged before reuse (a server restart or an
+# idle timeout may have closed it). `pool_pre_ping` pings on every checkout, which costs a BEGIN,
+# a SELECT 1 and a ROLLBACK round trip each: on the pipeline's hot path that doubled the SQL round
+# trips per referral (bench/README.md). A connection used within the last seconds is trusted.
+IDLE_PING_AFTER_S = 5.0
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_AFTER_S:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT 1")
+            cur.close()
+            dbapi_conn.rollback()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def create_schema(engine: sa.Engine) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import delivery_keys
+from hub.adapters.db import delivery_keys, insert_once
 from hub.services.port import StoredSeal
 
 
@@ -24,24 +24,30 @@ class SqlKeyVault:
         first seal makes the ciphertext on Kafka, in the read model and here the same.
         """
         with self._engine.begin() as conn:
-            conn.execute(
-                self._insert(delivery_keys)
-                .values(
-                    delivery_id=seal.delivery_id,
-                    referral_id=seal.referral_id,
-                    recipient_org=seal.recipient_org,
-                    recipient_key_id=seal.recipient_key_id,
-                    ciphertext=seal.ciphertext,
-                    wrapped_key=seal.wrapped_key,
-                    signature=seal.signature,
-                    consent_ids=list(seal.consent_ids),
-                    created_at=seal.created_at,
-                )
-                .on_conflict_do_nothing()
+            inserted = insert_once(
+                conn,
+                delivery_keys,
+                {
+                    "delivery_id": seal.delivery_id,
+                    "referral_id": seal.referral_id,
+                    "recipient_org": seal.recipient_org,
+                    "recipient_key_id": seal.recipient_key_id,
+                    "ciphertext": seal.ciphertext,
+                    "wrapped_key": seal.wrapped_key,
+                    "signature": seal.signature,
+                    "consent_ids": list(seal.consent_ids),
+                    "created_at": seal.created_at,
+                },
             )
-        stored = self.get(seal.delivery_id)
-        assert stored is not None
-        return stored
+            if inserted:
+                return seal  # the usual case: no read-back round trip
+            row = (
+                conn.execute(sa.select(delivery_keys).where(delivery_keys.c.delivery_id == seal.delivery_id))
+                .mappings()
+                .first()
+            )
+        assert row is not None
+        return _seal(row)
 
     def get(self, delivery_id: str) -> StoredSeal | None:
         with self._engine.connect() as conn:

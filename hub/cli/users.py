@@ -38,6 +38,7 @@ def _identity(settings: Settings) -> Any:
     from datetime import timedelta
 
     from hub.adapters.clock import SystemClock
+    from hub.adapters.db import make_engine
     from hub.adapters.user import (
         Argon2Hasher,
         SqlLoginAttempts,
@@ -45,7 +46,6 @@ def _identity(settings: Settings) -> Any:
         SqlUserRepository,
         create_tables,
     )
-    from hub.adapters.db import make_engine
     from hub.services.identity import IdentityService, SessionPolicy
 
     # Not hub.bootstrap: importing the whole composition root (faust, FHIR models) costs seconds.

@@ -296,6 +296,12 @@ wait_ready() { # nodes...
     next=()
     for i in "${pending[@]}"; do
       if ! node_pid "$i" >/dev/null; then
+        # Just after launch the pid may still carry the forking shell's command line (fork, then
+        # exec; slow on a busy machine): only a pid that is gone means the node exited.
+        if kill -0 "$(cat "$(node_pidfile "$i")" 2>/dev/null)" 2>/dev/null; then
+          next+=("$i")
+          continue
+        fi
         show_failure "$i"
         stop_nodes "$@"
         die "node $i exited during startup"

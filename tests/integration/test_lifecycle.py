@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tests.support.hub import REPO, RunningHub, make_hub, sample, with_new_message_id
 
