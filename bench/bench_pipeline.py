@@ -186,6 +186,11 @@ class CpuMeter:
             "system_cpu_ms_per_referral": 1000
             * sum(v for g, v in groups.items() if g in ("api", "worker", "postgres", "broker"))
             / per,
+            # What the machine could sustain if the hub, its database and broker had every core:
+            # the figure that does not move with other tenants' load.
+            "capacity_if_alone_per_s": (os.cpu_count() or 1)
+            * 1000
+            / max(1e-9, 1000 * sum(v for g, v in groups.items() if g != "bench") / per),
             "machine_busy_cores": busy / wall if wall else None,
             "other_busy_cores": (busy - ours) / wall if wall else None,  # other tenants, kernel
             "loadavg_1m": [self.load0, os.getloadavg()[0]],
@@ -1067,6 +1072,14 @@ def print_table(res: dict[str, Any]) -> None:
             )
             rows.append(
                 (
+                    f"  capacity if the machine were the hub's ({ph['phase']})",
+                    f"{c['capacity_if_alone_per_s']:.0f}/s",
+                    f"{os.cpu_count()} cores / {c['system_cpu_ms_per_referral']:.1f} ms CPU per referral "
+                    "(hub + PostgreSQL + broker)",
+                )
+            )
+            rows.append(
+                (
                     f"  machine busy / others ({ph['phase']})",
                     f"{fmt(c['machine_busy_cores'], '.2f')} cores",
                     f"others {fmt(c['other_busy_cores'], '.2f')} cores; "
@@ -1189,6 +1202,9 @@ def main() -> int:
         )
     if thr:
         ratios["hub throughput / 1000 target"] = thr / TARGET_RATE
+    cap = m.get("cpu", {}).get("capacity_if_alone_per_s") if m else None
+    if cap and v:
+        ratios["capacity if alone / validate rate (1 core)"] = cap / v["fhir_per_s"]
     result["ratios"] = ratios
     result["targets"] = {
         "throughput_met": bool(

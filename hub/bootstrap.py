@@ -83,8 +83,8 @@ def build_api(settings: Settings | None = None) -> FastAPI:
     )
     services = ApiServices(
         submit=SubmitReferral(publisher, clock, settings.topic, sealing, verifier),
-        transition=TransitionTask(read_model, publisher, clock, settings.topic),
-        queries=Queries(read_model),
+        transition=TransitionTask(read_model, publisher, clock, settings.topic, notes=sealing),
+        queries=Queries(read_model, sealing.open_note),
         authenticate=api_keys.authenticate,
         health=health,
         **staff_services(settings, engine, read_model, publisher, clock, keys, sealing),

@@ -126,6 +126,8 @@ class TaskStatusChanged(Envelope):
     actor_org: str
     actor_role: str = "system"
     at: datetime
+    # Feedback to the referrer (free text): sealed for the referring organisation, never readable here.
+    sealed_feedback: str = ""
 
 
 class DeadLetter(Envelope):

@@ -82,6 +82,8 @@ timeline = sa.Table(
     sa.Column("actor_role", sa.String(40), nullable=False, default="system"),
     sa.Column("reason", sa.String(500)),
     sa.Column("at", _TS, nullable=False),
+    # Sealed for the referrer (feedback closing the loop); base64url token, opened with its key.
+    sa.Column("sealed_note", sa.Text),
 )
 
 api_clients = sa.Table(

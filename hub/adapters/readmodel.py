@@ -138,6 +138,7 @@ class SqlReadModel:
                     "actor_role": event.actor_role,
                     "reason": event.reason,
                     "at": event.at,
+                    "sealed_note": event.sealed_feedback or None,
                 },
             ):
                 return False

@@ -89,6 +89,20 @@ class HubSealing:
             recipient_org=HUB_OWNER,
         )
 
+    # -- notes (feedback to the referrer): sealed for one organisation ---------------------------------
+    def seal_note(self, org: str, referral_id: str, note_id: str, text: bytes) -> str:
+        self._registry.active(org, KeyKind.X25519)  # creates it in demo custody
+        sealed = X25519Sealer(self._registry.current).seal(
+            text, referral_id=referral_id, recipient_org=org, delivery_id=f"note-{note_id}"
+        )
+        return sealed.packed()
+
+    def open_note(self, org: str, referral_id: str, note_id: str, token: str) -> bytes:
+        ciphertext, wrapped = unpack_sealed(token)
+        return self._store.opener(org).open_sealed(
+            ciphertext, wrapped, referral_id=referral_id, delivery_id=f"note-{note_id}", recipient_org=org
+        )
+
     # -- deliveries: sealed for the recipient, signed by the hub -------------------------------------
     def seal_delivery(
         self,

@@ -9,8 +9,18 @@ from hub.services.port import Caller, ReadModel
 
 
 class Queries:
-    def __init__(self, read_model: ReadModel) -> None:
+    def __init__(self, read_model: ReadModel, open_note: Any = None) -> None:
         self._rm = read_model
+        # (org, referral_id, note_id, token) -> bytes; the referrer's key opens feedback sealed for it.
+        self._open_note = open_note
+
+    def _with_feedback(
+        self, caller: Caller, referral_id: str, event: dict[str, Any], is_sender: bool
+    ) -> dict[str, Any]:
+        token = event.pop("sealed_note", None)
+        if token and is_sender and self._open_note is not None:
+            event["feedback"] = self._open_note(caller.org_id, referral_id, event["event_id"], token).decode()
+        return event
 
     def inbox(
         self, caller: Caller, status: str | None = None, limit: int = 50, offset: int = 0
@@ -33,6 +43,7 @@ class Queries:
             for e in self._rm.timeline(referral_id)
             if is_sender or e["task_id"] in visible_tasks or e["task_id"] is None
         ]
+        events = [self._with_feedback(caller, referral_id, dict(e), is_sender) for e in events]
         return {
             "referral_id": referral_id,
             "sender_org": ref["sender_org"],

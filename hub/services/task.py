@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hub.domain.error import Forbidden, NotFound
 from hub.domain.lifecycle import Party, Transition, check_business_update, check_transition, parse_status
@@ -22,14 +22,25 @@ class ChangeStatus:
     feedback: str | None = None
 
 
+class NoteSealer(Protocol):
+    def seal_note(self, org: str, referral_id: str, note_id: str, text: bytes) -> str:
+        """Seal free text for one organisation (the referrer); returns a base64url token."""
+
+
 class TransitionTask:
     def __init__(
-        self, read_model: ReadModel, publisher: EventPublisher, clock: Clock, topic_name: Any
+        self,
+        read_model: ReadModel,
+        publisher: EventPublisher,
+        clock: Clock,
+        topic_name: Any,
+        notes: NoteSealer | None = None,
     ) -> None:
         self._rm = read_model
         self._publisher = publisher
         self._clock = clock
         self._topic = topic_name(TASKS_STATUS_CHANGED.name)
+        self._notes = notes
 
     async def __call__(self, caller: Caller, cmd: ChangeStatus) -> TaskStatusChanged:
         row = self._rm.delivery_by_task(cmd.task_id)
@@ -54,8 +65,15 @@ class TransitionTask:
             )
         if caller.role not in ("system", "clinician", "case-worker", "supervisor", "referrer"):
             raise Forbidden(f"role '{caller.role}' cannot change task status", code="role-forbidden")
+        event_id = str(uuid.uuid4())
+        sealed_feedback = ""
+        if cmd.feedback and cmd.feedback.strip() and self._notes is not None:
+            sealed_feedback = self._notes.seal_note(
+                row.sender_org, row.referral_id, event_id, cmd.feedback.strip().encode()
+            )
         event = TaskStatusChanged(
-            event_id=str(uuid.uuid4()),
+            event_id=event_id,
+            sealed_feedback=sealed_feedback,
             task_id=row.task_id,
             referral_id=row.referral_id,
             delivery_id=row.delivery_id,

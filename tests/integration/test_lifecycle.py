@@ -23,6 +23,7 @@ import pytest
 from tests.support.hub import REPO, RunningHub, make_hub, sample, with_new_message_id
 
 SCHOOL = "school-songjiang-no2-middle"
+FEEDBACK = "seen twice; plan agreed with school"
 CAMHS = "camhs-songjiang-mhc"
 HOTLINE = "district-centre"
 
@@ -109,9 +110,17 @@ def test_every_transition_closes_the_loop_and_schedules_follow_ups(drill: Runnin
         CAMHS,
         task,
         "completed",
-        feedback="seen twice; plan agreed with school",
+        feedback=FEEDBACK,
         business_status="feedback-sent",
     )
+
+    # The loop closes: the referrer reads the feedback; it crossed Kafka sealed for the referrer only.
+    school_view = timeline(drill, SCHOOL, referral_id)
+    assert [e.get("feedback") for e in school_view if e["to_status"] == "completed"] == [FEEDBACK]
+    assert all("feedback" not in e for e in timeline(drill, CAMHS, referral_id))
+    from tests.integration.test_sealed_delivery import _topic_bytes
+
+    assert FEEDBACK.encode() not in _topic_bytes(drill, "tasks.status-changed")
 
     statuses = [
         e["to_status"] for e in timeline(drill, SCHOOL, referral_id) if e["kind"] in ("delivered", "status")
