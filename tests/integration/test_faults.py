@@ -150,7 +150,12 @@ def test_two_workers_rebalancing_keep_exactly_once_and_per_referral_order(single
             assert time.monotonic() < deadline, f"no rebalance to 2 workers: {members}\n{hub.log(second)}"
             time.sleep(0.5)
         load.more(20, 120, "with two workers")
+        # A burst, so that the first worker is in the middle of routing when it is told to stop:
+        # an orderly stop must not lose the record it was busy with.
+        steady, load.rate_per_s = load.rate_per_s, 30
+        load.more(20, 60, "during the burst")
         hub.stop(first, signal.SIGTERM)  # rebalance 2: the survivor takes every partition back
+        load.rate_per_s = steady
         load.more(20, 120, "after the first worker left")
     finally:
         load.stop()

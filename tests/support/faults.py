@@ -350,7 +350,6 @@ class Load:
         return self
 
     def _run(self) -> None:
-        interval = self.threads / self.rate_per_s
         clients = {k.sender: self.hub.client(k.sender, self.answer_timeout) for k in self.kinds}
         try:
             while not self._stop.is_set():
@@ -364,6 +363,8 @@ class Load:
                 sent = self.hub.submit(clients[kind.sender], kind, started + self.retry_for)
                 with self._lock:
                     self.sent.append(sent)
+                # Read each time: a test may raise the rate for a burst.
+                interval = self.threads / self.rate_per_s
                 self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
         finally:
             for c in clients.values():
