@@ -560,6 +560,27 @@ def prepare_bodies(hub: Hub, samples: list[dict[str, Any]], count: int) -> Prepa
     return Prepared(bodies, sigs, orgs, rids, api_keys, intake_bytes)
 
 
+def drop_run_state(hub: Hub, pg_admin: str) -> None:
+    """Drop the run's database and topics (a benchmark run leaves nothing behind unless --keep)."""
+    import sqlalchemy as sa
+    from kafka import KafkaAdminClient
+
+    name = hub.db_url.rsplit("/", 1)[1]
+    engine = sa.create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+    admin = KafkaAdminClient(bootstrap_servers=hub.env["HUB_KAFKA__BOOTSTRAP"], client_id="qixin-bench")
+    try:
+        topics = [t for t in admin.list_topics() if t.startswith(hub.prefix)]
+        if topics:
+            admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
 def start_hub(hub: Hub, workers: int) -> None:
     subprocess.run(
         [sys.executable, "-m", "hub", "topics", "apply"],
@@ -1143,8 +1164,8 @@ def main() -> int:
     }
     hub: Hub | None = None
     ok = False
-    try:
-        with servers() as (bootstrap, pg_admin):
+    with servers() as (bootstrap, pg_admin):
+        try:
             say(f"broker {bootstrap}; database server {pg_admin.rsplit('@', 1)[-1]}")
             hub = prepare_hub(args, bootstrap, pg_admin, var_dir)
             say(f"signing {count} bodies ({len(samples)} sample(s))")
@@ -1174,16 +1195,21 @@ def main() -> int:
             result["phases"] = asyncio.run(run_phases(args, hub, prep))
             hub.check_alive()
             ok = True
-    finally:
-        if hub is not None:
-            hub.stop_all()
-            if not ok:
-                for name in hub.procs:
-                    print(f"--- {name} log ---\n{hub.log(name)}", file=sys.stderr)
-        if ok and not args.keep:
-            shutil.rmtree(var_dir, ignore_errors=True)
-        else:
-            print(f"hub var dir kept: {var_dir}", file=sys.stderr)
+        finally:
+            if hub is not None:
+                hub.stop_all()
+                if not ok:
+                    for name in hub.procs:
+                        print(f"--- {name} log ---\n{hub.log(name)}", file=sys.stderr)
+            if ok and not args.keep:
+                shutil.rmtree(var_dir, ignore_errors=True)
+                if hub is not None:
+                    try:
+                        drop_run_state(hub, pg_admin)
+                    except Exception as exc:  # leftovers are harmless; say so and go on
+                        print(f"could not drop the run's database/topics: {exc}", file=sys.stderr)
+            else:
+                print(f"hub var dir, database and topics kept: {var_dir}", file=sys.stderr)
 
     v = result["baselines"].get("validate")
     k = result["baselines"].get("kafka")

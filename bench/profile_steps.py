@@ -79,12 +79,35 @@ def main() -> int:
                 "HUB_API__SUBMIT_BURST": "1000000",
             }
         )
-        results = run(args)
+        try:
+            results = run(args)
+        finally:
+            _drop(pg_admin, db_url, bootstrap, prefix)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
+
+
+def _drop(pg_admin: str, db_url: str, bootstrap: str, prefix: str) -> None:
+    """Leave nothing behind: the run's database and topics."""
+    import sqlalchemy as sa
+    from kafka import KafkaAdminClient
+
+    engine = sa.create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="qixin-steps")
+    try:
+        topics = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if topics:
+            admin.delete_topics(topics)
+    finally:
+        admin.close()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

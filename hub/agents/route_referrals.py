@@ -98,7 +98,10 @@ def register(app: faust.App, services: PipelineServices) -> None:
 
     @app.agent(source, name="route_referrals")
     async def route_referrals(stream: faust.Stream) -> None:
-        async for event in stream.events():
+        # Manual acks: faust acks the current event in a `finally` even when the agent is cancelled
+        # (orderly worker stop), which would commit a referral cut off half-way. Ack once handled.
+        manual = stream.noack()
+        async for event in manual.events():
             try:
                 with timed("route_referrals"):
                     submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
@@ -111,3 +114,4 @@ def register(app: faust.App, services: PipelineServices) -> None:
                         )
             except Exception as exc:  # every failure becomes a dead letter; the partition moves on
                 await send_dead_letter(app, services, "route_referrals", event, exc)
+            await manual.ack(event)

@@ -606,7 +606,11 @@ def assert_delivery_before_status(hub: HubClients, acked: list[tuple[str, str, s
                 clients[sender_of[rid]] = hub.client(sender_of[rid])
             c = clients[sender_of[rid]]
             view = c.get(f"/v1/referrals/{rid}").json()
-            story = [(e["kind"], e["to_status"]) for e in view["timeline"] if e["task_id"] == task]
+            story = [
+                (e["kind"], e["to_status"])
+                for e in view["timeline"]
+                if e["task_id"] == task and e["kind"] in ("delivered", "status")  # not openings
+            ]
             status = next(d["status"] for d in view["deliveries"] if d["task_id"] == task)
             if story != [("delivered", "requested"), ("status", "received")] or status != "received":
                 problems.append(f"{rid} -> {org}: timeline {story}, status now {status}")
