@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     keys_api = ApiKeyStore(engine)
     sealing = HubSealing(store, True)
-    verifier = SubmissionVerifier(store, True)
+    verifier = SubmissionVerifier(store)
     validated: list[Any] = [None] * total
     sealed: list[Any] = [None] * total
     intakes: list[bytes] = [b""] * total

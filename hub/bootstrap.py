@@ -78,9 +78,7 @@ def build_api(settings: Settings | None = None) -> FastAPI:
 
     keys = open_or_initialise(settings.keys)
     sealing = HubSealing(keys, settings.keys.demo_custody)
-    verifier = (
-        SubmissionVerifier(keys, settings.keys.demo_custody) if settings.api.require_signatures else None
-    )
+    verifier = SubmissionVerifier(keys) if settings.api.require_signatures else None
     services = ApiServices(
         submit=SubmitReferral(publisher, clock, settings.topic, sealing, verifier),
         transition=TransitionTask(read_model, publisher, clock, settings.topic, notes=sealing),
@@ -187,9 +185,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
     sealing = HubSealing(hub_keys, settings.keys.demo_custody)
     app = make_app(settings)
     publisher = FaustPublisher(app)
-    verifier = (
-        SubmissionVerifier(hub_keys, settings.keys.demo_custody) if settings.api.require_signatures else None
-    )
+    verifier = SubmissionVerifier(hub_keys) if settings.api.require_signatures else None
     submit = SubmitReferral(publisher, clock, settings.topic, sealing, verifier)
     router = build_router(settings)
     vault = SqlKeyVault(engine)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from hub.adapters.db import deliveries, insert_once, referrals, timeline
 from hub.services.port import DeliveryRow
@@ -38,8 +37,6 @@ def _row(mapping: Any) -> dict[str, Any]:
 class SqlReadModel:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     def _insert_once(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
         return insert_once(conn, table, values)

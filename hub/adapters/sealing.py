@@ -154,20 +154,21 @@ class HubSealing:
 class SubmissionVerifier:
     """Checks the sender's Ed25519 signature over the exact request body."""
 
-    def __init__(self, store: KeyStore, demo_custody: bool) -> None:
-        self._registry = _Registry(store, demo_custody=False)
+    def __init__(self, store: KeyStore) -> None:
         self._store = store
+        # One verifier per key registry: it caches the parsed public keys across requests.
+        self._verifier = Ed25519Verifier(store.public_registry())
 
     def verify(self, body: bytes, signature: str | None, sender_org: str) -> str:
         try:
-            return Ed25519Verifier(self._registry.current).verify(
+            return self._verifier.verify(
                 body, signature, signer=sender_org, purpose=SignaturePurpose.SUBMISSION
             )
         except SignatureUnknownKey:
             # A key registered after this process started: look again once.
             self._store.reload()
-            self._registry.current = self._store.public_registry()
-            return Ed25519Verifier(self._registry.current).verify(
+            self._verifier = Ed25519Verifier(self._store.public_registry())
+            return self._verifier.verify(
                 body, signature, signer=sender_org, purpose=SignaturePurpose.SUBMISSION
             )
 
