@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -248,3 +249,15 @@ def insert_once(conn: sa.Connection, table: sa.Table, values: dict[str, object])
     key = next(iter(table.primary_key.columns))
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
     return conn.execute(stmt).first() is not None
+
+
+def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> set[Any]:
+    """``insert_once`` for many rows in one statement; the primary keys this call inserted."""
+    if not rows:
+        return set()
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    key = next(iter(table.primary_key.columns))
+    stmt = dialect.insert(table).values(rows).on_conflict_do_nothing().returning(key)
+    return set(conn.execute(stmt).scalars())

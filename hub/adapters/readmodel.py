@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import deliveries, insert_once, referrals, timeline
-from hub.services.port import DeliveryRow
+from hub.adapters.db import deliveries, insert_many, insert_once, referrals, timeline
+from hub.services.port import DeliveryRow, Refusal
 from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
 _STATUS_TIMESTAMP = {
@@ -42,81 +43,36 @@ class SqlReadModel:
         return insert_once(conn, table, values)
 
     def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
-        f = event.facts
         with self._engine.begin() as conn:
-            return self._insert_once(
-                conn,
-                referrals,
-                {
-                    "referral_id": event.referral_id,
-                    "idempotency_key": event.idempotency_key,
-                    "sender_org": f.source_org,
-                    "sender_type": f.source_type.value,
-                    "student_pseudonym": event.student_pseudonym,
-                    "risk_level": int(f.risk_level),
-                    "priority": f.priority,
-                    "reasons": list(f.reasons),
-                    "town": f.town,
-                    "submitted_at": event.submitted_at,
-                    "routed_at": routed_at,
-                    "ruleset_version": ruleset_version,
-                    "intake": event.model_dump(mode="json"),
-                },
-            )
+            return self._insert_once(conn, referrals, _referral_row(event, routed_at, ruleset_version))
 
     def record_delivery(self, event: DeliveryCreated) -> bool:
         with self._engine.begin() as conn:
-            inserted = self._insert_once(
-                conn,
-                deliveries,
-                {
-                    "delivery_id": event.delivery_id,
-                    "task_id": event.task_id,
-                    "referral_id": event.referral_id,
-                    "recipient_org": event.recipient_org,
-                    "recipient_type": event.recipient_type.value,
-                    "sender_org": event.sender_org,
-                    "purpose": event.purpose,
-                    "legal_basis": event.legal_basis,
-                    "categories": list(event.categories),
-                    "priority": event.priority,
-                    "risk_level": int(event.risk_level),
-                    "reasons": list(event.reasons),
-                    "town": event.town,
-                    "rule_id": event.rule_id,
-                    "ruleset_version": event.ruleset_version,
-                    "status": "requested",
-                    "business_status": "delivered",
-                    "created_at": event.created_at,
-                    "updated_at": event.created_at,
-                    "ack_due": event.ack_due,
-                    "first_contact_due": event.first_contact_due,
-                    "decide_due": event.decide_due,
-                    "escalation": list(event.escalation),
-                    "escalation_level": 0,
-                    "sealed_view": event.sealed_view,
-                    "view_key_id": event.view_key_id,
-                    "version": 0,
-                },
-            )
+            inserted = self._insert_once(conn, deliveries, _delivery_row(event))
             if inserted:
-                self._insert_once(
-                    conn,
-                    timeline,
-                    {
-                        "event_id": event.event_id,
-                        "referral_id": event.referral_id,
-                        "task_id": event.task_id,
-                        "kind": "delivered",
-                        "to_status": "requested",
-                        "business_status": "delivered",
-                        "actor_org": "hub",
-                        "actor_role": "system",
-                        "reason": f"rule {event.rule_id}",
-                        "at": event.created_at,
-                    },
-                )
+                self._insert_once(conn, timeline, _delivered_row(event))
             return inserted
+
+    def record_routed(
+        self,
+        routed: Sequence[tuple[ReferralSubmitted, datetime, str]],
+        refusals: Sequence[Refusal],
+        created: Sequence[DeliveryCreated],
+    ) -> int:
+        """A batch of routing decisions in one transaction: four multi-row statements at most."""
+        with self._engine.begin() as conn:
+            if routed:
+                insert_many(conn, referrals, [_referral_row(e, at, v) for e, at, v in routed])
+            if refusals:
+                insert_many(conn, timeline, [_refusal_row(r) for r in refusals])
+            if not created:
+                return 0
+            new = insert_many(conn, deliveries, [_delivery_row(d) for d in created])
+            # The "delivered" row only with the delivery it announces (a redelivery adds nothing).
+            rows = [_delivered_row(d) for d in created if d.delivery_id in new]
+            if rows:
+                insert_many(conn, timeline, rows)
+            return len(new)
 
     def record_status(self, event: TaskStatusChanged) -> bool:
         with self._engine.begin() as conn:
@@ -271,18 +227,85 @@ class SqlReadModel:
         self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
     ) -> bool:
         """A recipient the rules chose but no legal basis allowed: visible to the referrer only."""
+        refusal = Refusal(event_id, referral_id, recipient_org, reason_code, at)
         with self._engine.begin() as conn:
-            return self._insert_once(
-                conn,
-                timeline,
-                {
-                    "event_id": event_id,
-                    "referral_id": referral_id,
-                    "task_id": None,
-                    "kind": "refused",
-                    "actor_org": "hub",
-                    "actor_role": "system",
-                    "reason": f"{recipient_org}: {reason_code}",
-                    "at": at,
-                },
-            )
+            return self._insert_once(conn, timeline, _refusal_row(refusal))
+
+
+def _referral_row(event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> dict[str, Any]:
+    f = event.facts
+    return {
+        "referral_id": event.referral_id,
+        "idempotency_key": event.idempotency_key,
+        "sender_org": f.source_org,
+        "sender_type": f.source_type.value,
+        "student_pseudonym": event.student_pseudonym,
+        "risk_level": int(f.risk_level),
+        "priority": f.priority,
+        "reasons": list(f.reasons),
+        "town": f.town,
+        "submitted_at": event.submitted_at,
+        "routed_at": routed_at,
+        "ruleset_version": ruleset_version,
+        "intake": event.model_dump(mode="json"),
+    }
+
+
+def _delivery_row(event: DeliveryCreated) -> dict[str, Any]:
+    return {
+        "delivery_id": event.delivery_id,
+        "task_id": event.task_id,
+        "referral_id": event.referral_id,
+        "recipient_org": event.recipient_org,
+        "recipient_type": event.recipient_type.value,
+        "sender_org": event.sender_org,
+        "purpose": event.purpose,
+        "legal_basis": event.legal_basis,
+        "categories": list(event.categories),
+        "priority": event.priority,
+        "risk_level": int(event.risk_level),
+        "reasons": list(event.reasons),
+        "town": event.town,
+        "rule_id": event.rule_id,
+        "ruleset_version": event.ruleset_version,
+        "status": "requested",
+        "business_status": "delivered",
+        "created_at": event.created_at,
+        "updated_at": event.created_at,
+        "ack_due": event.ack_due,
+        "first_contact_due": event.first_contact_due,
+        "decide_due": event.decide_due,
+        "escalation": list(event.escalation),
+        "escalation_level": 0,
+        "sealed_view": event.sealed_view,
+        "view_key_id": event.view_key_id,
+        "version": 0,
+    }
+
+
+def _delivered_row(event: DeliveryCreated) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "referral_id": event.referral_id,
+        "task_id": event.task_id,
+        "kind": "delivered",
+        "to_status": "requested",
+        "business_status": "delivered",
+        "actor_org": "hub",
+        "actor_role": "system",
+        "reason": f"rule {event.rule_id}",
+        "at": event.created_at,
+    }
+
+
+def _refusal_row(refusal: Refusal) -> dict[str, Any]:
+    return {
+        "event_id": refusal.event_id,
+        "referral_id": refusal.referral_id,
+        "task_id": None,
+        "kind": "refused",
+        "actor_org": "hub",
+        "actor_role": "system",
+        "reason": f"{refusal.recipient_org}: {refusal.reason_code}",
+        "at": refusal.at,
+    }

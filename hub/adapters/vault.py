@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import delivery_keys, insert_once
+from hub.adapters.db import delivery_keys, insert_many
 from hub.services.port import StoredSeal
 
 
 class SqlKeyVault:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def put_once(self, seal: StoredSeal) -> StoredSeal:
         """Store a seal unless one exists for the delivery; return the stored one either way.
@@ -23,31 +22,22 @@ class SqlKeyVault:
         A worker that crashed after sealing re-seals with a fresh data key on restart; keeping the
         first seal makes the ciphertext on Kafka, in the read model and here the same.
         """
+        return self.put_many([seal])[seal.delivery_id]
+
+    def put_many(self, seals: Sequence[StoredSeal]) -> dict[str, StoredSeal]:
+        """``put_once`` for a batch in one transaction: delivery id -> the seal that is stored."""
+        if not seals:
+            return {}
         with self._engine.begin() as conn:
-            inserted = insert_once(
-                conn,
-                delivery_keys,
-                {
-                    "delivery_id": seal.delivery_id,
-                    "referral_id": seal.referral_id,
-                    "recipient_org": seal.recipient_org,
-                    "recipient_key_id": seal.recipient_key_id,
-                    "ciphertext": seal.ciphertext,
-                    "wrapped_key": seal.wrapped_key,
-                    "signature": seal.signature,
-                    "consent_ids": list(seal.consent_ids),
-                    "created_at": seal.created_at,
-                },
-            )
-            if inserted:
-                return seal  # the usual case: no read-back round trip
-            row = (
-                conn.execute(sa.select(delivery_keys).where(delivery_keys.c.delivery_id == seal.delivery_id))
-                .mappings()
-                .first()
-            )
-        assert row is not None
-        return _seal(row)
+            inserted = insert_many(conn, delivery_keys, [_row_of(seal) for seal in seals])
+            stored = {seal.delivery_id: seal for seal in seals if seal.delivery_id in inserted}
+            missing = [seal.delivery_id for seal in seals if seal.delivery_id not in inserted]
+            if missing:  # a redelivery: the first seal stands (no read-back in the usual case)
+                rows = conn.execute(
+                    sa.select(delivery_keys).where(delivery_keys.c.delivery_id.in_(missing))
+                ).mappings()
+                stored.update((row["delivery_id"], _seal(row)) for row in rows)
+        return stored
 
     def get(self, delivery_id: str) -> StoredSeal | None:
         with self._engine.connect() as conn:
@@ -89,6 +79,20 @@ class SqlKeyVault:
                 .where(delivery_keys.c.wrapped_key.is_not(None))
             ).mappings()
             return [_seal(r) for r in rows if consent_id in (r["consent_ids"] or [])]
+
+
+def _row_of(seal: StoredSeal) -> dict[str, Any]:
+    return {
+        "delivery_id": seal.delivery_id,
+        "referral_id": seal.referral_id,
+        "recipient_org": seal.recipient_org,
+        "recipient_key_id": seal.recipient_key_id,
+        "ciphertext": seal.ciphertext,
+        "wrapped_key": seal.wrapped_key,
+        "signature": seal.signature,
+        "consent_ids": list(seal.consent_ids),
+        "created_at": seal.created_at,
+    }
 
 
 def _seal(row: Any) -> StoredSeal:

@@ -6,9 +6,9 @@ import asyncio
 
 import faust
 import orjson
+from faust.types import EventT, StreamT
 
-from hub.agents.deadletter import send_dead_letter
-from hub.agents.metrics import timed
+from hub.agents.consume import each_event
 from hub.agents.pipeline import PipelineServices
 from hub.services.auditing import consent_change_event, withdrawal_event
 from schemas.envelope import ConsentChanged, DeliveryWithdrawn
@@ -21,26 +21,22 @@ def register(app: faust.App, services: PipelineServices) -> None:
 
     withdrawn_topic = services.topic_name(DELIVERIES_WITHDRAWN.name)
 
+    async def apply_change(event: EventT) -> None:
+        change = ConsentChanged.model_validate(orjson.loads(event.value))
+        withdrawals = await asyncio.to_thread(services.apply_consent, change)
+        await services.audit.record(consent_change_event(change))
+        for withdrawal in withdrawals:
+            await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
+            await services.audit.record(withdrawal_event(withdrawal))
+
+    async def project_withdrawal(event: EventT) -> None:
+        withdrawal = DeliveryWithdrawn.model_validate(orjson.loads(event.value))
+        await asyncio.to_thread(services.record_withdrawal, withdrawal)
+
     @app.agent(raw_topic(CONSENTS_CHANGED.name), name="apply_consent_changes")
-    async def apply_consent_changes(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                with timed("apply_consent_changes"):
-                    change = ConsentChanged.model_validate(orjson.loads(event.value))
-                    withdrawals = await asyncio.to_thread(services.apply_consent, change)
-                    await services.audit.record(consent_change_event(change))
-                    for withdrawal in withdrawals:
-                        await services.publisher.publish(withdrawn_topic, withdrawal.referral_id, withdrawal)
-                        await services.audit.record(withdrawal_event(withdrawal))
-            except Exception as exc:  # dead-letter, never block the partition
-                await send_dead_letter(app, services, "apply_consent_changes", event, exc)
+    async def apply_consent_changes(stream: StreamT) -> None:
+        await each_event(app, services, "apply_consent_changes", stream, apply_change)
 
     @app.agent(raw_topic(DELIVERIES_WITHDRAWN.name), name="project_withdrawals")
-    async def project_withdrawals(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                with timed("project_withdrawals"):
-                    withdrawal = DeliveryWithdrawn.model_validate(orjson.loads(event.value))
-                    await asyncio.to_thread(services.record_withdrawal, withdrawal)
-            except Exception as exc:  # dead-letter, never block the partition
-                await send_dead_letter(app, services, "project_withdrawals", event, exc)
+    async def project_withdrawals(stream: StreamT) -> None:
+        await each_event(app, services, "project_withdrawals", stream, project_withdrawal)

@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import faust
 import orjson
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
+from hub.agents.consume import each_batch
 from hub.agents.deadletter import send_dead_letter
 from hub.domain.error import HubError
 from hub.services.audit import AppendToChain
@@ -44,21 +45,22 @@ def register(app: faust.App, services: AuditChainServices) -> None:
     # send_dead_letter reads only .clock and .topic_name, which these services carry too.
     dead_letter_services = cast(Any, services)
 
+    async def handle(batch: list[EventT]) -> None:
+        events: list[AuditEvent] = []
+        kept: list[Any] = []
+        for event in batch:
+            try:
+                events.append(AuditEvent.model_validate(orjson.loads(event.value)))
+                kept.append(event)
+            except Exception as exc:  # a malformed record is a dead letter; the rest are chained
+                await send_dead_letter(app, dead_letter_services, "chain_audit", event, exc)
+        if events:
+            await _append(app, services, dead_letter_services, events, kept)
+
     @app.agent(source, name="chain_audit")
     async def chain_audit(stream: StreamT) -> None:
-        # StreamT does not declare take_events; the object is a faust.Stream.
-        batches = cast(faust.Stream, stream).take_events(services.batch, within=services.within_s)
-        async for batch in batches:
-            events: list[AuditEvent] = []
-            kept: list[Any] = []
-            for event in batch:
-                try:
-                    events.append(AuditEvent.model_validate(orjson.loads(event.value)))
-                    kept.append(event)
-                except Exception as exc:  # a malformed record is a dead letter; the rest are chained
-                    await send_dead_letter(app, dead_letter_services, "chain_audit", event, exc)
-            if events:
-                await _append(app, services, dead_letter_services, events, kept)
+        # Acked only once chained (each_batch): a stop mid-batch leaves the batch to the next owner.
+        await each_batch(stream, handle, size=services.batch, within=services.within_s)
 
     @app.timer(interval=services.checkpoint_interval_s)
     async def checkpoint_audit_chain() -> None:

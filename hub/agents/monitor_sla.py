@@ -7,9 +7,10 @@ import logging
 
 import faust
 import orjson
+from faust.types import EventT, StreamT
 
-from hub.agents.deadletter import send_dead_letter
-from hub.agents.metrics import ESCALATIONS, timed
+from hub.agents.consume import each_event
+from hub.agents.metrics import ESCALATIONS
 from hub.agents.pipeline import PipelineServices
 from schemas.envelope import FollowUpChanged, SlaEscalated
 from schemas.topic import FOLLOWUPS_CHANGED, SLA_ESCALATIONS
@@ -32,22 +33,18 @@ def register(app: faust.App, services: PipelineServices) -> None:
         except Exception as exc:  # a failed pass is retried at the next tick; the deadlines persist
             log.warning("sla pass failed", extra={"error": type(exc).__name__})
 
+    async def project_escalation(event: EventT) -> None:
+        escalation = SlaEscalated.model_validate(orjson.loads(event.value))
+        await asyncio.to_thread(services.record_escalation, escalation)
+
+    async def project_follow_up(event: EventT) -> None:
+        change = FollowUpChanged.model_validate(orjson.loads(event.value))
+        await asyncio.to_thread(services.record_follow_up, change)
+
     @app.agent(raw_topic(SLA_ESCALATIONS.name), name="project_escalations")
-    async def project_escalations(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                with timed("project_escalations"):
-                    escalation = SlaEscalated.model_validate(orjson.loads(event.value))
-                    await asyncio.to_thread(services.record_escalation, escalation)
-            except Exception as exc:  # dead-letter, never block the partition
-                await send_dead_letter(app, services, "project_escalations", event, exc)
+    async def project_escalations(stream: StreamT) -> None:
+        await each_event(app, services, "project_escalations", stream, project_escalation)
 
     @app.agent(raw_topic(FOLLOWUPS_CHANGED.name), name="project_follow_ups")
-    async def project_follow_ups(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            try:
-                with timed("project_follow_ups"):
-                    change = FollowUpChanged.model_validate(orjson.loads(event.value))
-                    await asyncio.to_thread(services.record_follow_up, change)
-            except Exception as exc:  # dead-letter, never block the partition
-                await send_dead_letter(app, services, "project_follow_ups", event, exc)
+    async def project_follow_ups(stream: StreamT) -> None:
+        await each_event(app, services, "project_follow_ups", stream, project_follow_up)

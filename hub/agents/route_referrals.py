@@ -1,23 +1,37 @@
-"""Stream step: referrals.submitted -> consent + routing -> deliveries.created (one per recipient)."""
+"""Stream step: referrals.submitted -> consent + routing -> deliveries.created (one per recipient).
+
+Records are routed in batches (whatever arrived within a few ms): one consent lookup, one vault write
+and one read-model transaction for the batch, every delivery and audit event produced before the one
+wait for the broker's acknowledgements. The deliveries are projected into the read model in the same
+step, so a recipient's inbox shows them as soon as they exist; ``deliveries.created`` carries them on
+for subscribers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 
 import faust
 import orjson
+from faust.types import EventT, StreamT
 
+from hub.agents.consume import each_batch, observe_batch, retrying
 from hub.agents.deadletter import send_dead_letter
-from hub.agents.metrics import DELIVERIES, REFUSALS, timed
+from hub.agents.metrics import DELIVERIES, REFUSALS
 from hub.agents.pipeline import PipelineServices
 from hub.domain.error import HubError
 from hub.services.auditing import break_glass_event, refusal_event, rule_change_event
-from schemas.audit import disclosure_event
+from hub.services.routing import Routed
+from schemas.audit import AuditEvent, disclosure_event
 from schemas.envelope import ReferralSubmitted
 from schemas.topic import DELIVERIES_CREATED, REFERRALS_SUBMITTED
 
 log = logging.getLogger(__name__)
+
+STEP = "route_referrals"
 
 
 class NoRouteMatched(HubError):
@@ -30,47 +44,67 @@ class NoRouteMatched(HubError):
 
 
 async def route_and_send(
-    app: faust.App, services: PipelineServices, submitted: ReferralSubmitted, declined: tuple[str, ...] = ()
-) -> bool:
-    """Route one referral and produce its deliveries; True when some rule (not the fallback) matched."""
+    app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
+) -> list[Routed | Exception]:
+    """Route referrals (each with the organisations that declined it), project and send the outcome.
+
+    Returns, in order, each referral's routing or the exception that stopped it. A database outage
+    is waited out for a while; then, and for any other failure of the batch as a whole, the batch
+    falls back to one referral at a time so that only a referral that fails alone is reported.
+    """
+    if not items:
+        return []
+    try:
+        return await retrying(lambda: _route_batch(app, services, items), STEP)
+    except Exception:
+        if len(items) == 1:
+            raise
+    outcomes: list[Routed | Exception] = []
+    for item in items:
+        try:
+            outcomes.extend(await retrying(lambda item=item: _route_batch(app, services, [item]), STEP))  # type: ignore[misc]
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _route_batch(
+    app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
+) -> list[Routed | Exception]:
+    outcomes = await asyncio.to_thread(services.route.many, items)
+    routed = [o for o in outcomes if isinstance(o, Routed)]
+    await asyncio.to_thread(services.project.routed, routed)
     sink = app.topic(
         services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
     )
-    routed = await asyncio.to_thread(services.route, submitted, declined)
-    now = services.clock.now()
-    await asyncio.to_thread(services.project.referral, submitted, now, routed.plan.ruleset_version)
-    for refused in routed.refused:
-        await asyncio.to_thread(
-            services.project.refusal,
-            submitted.referral_id,
-            refused.route.recipient_org,
-            refused.outcome.reason_code,
-            now,
-        )
-        await services.audit.record(
-            refusal_event(
-                submitted.referral_id,
-                refused.route.recipient_org,
-                refused.route.purpose,
-                refused.route.legal_basis,
-                refused.outcome.reason_code,
-                now,
+    audit: list[AuditEvent] = []
+    pending = []
+    for r in routed:
+        key = r.event.referral_id.encode()
+        for delivery in r.deliveries:  # in order, one partition per referral
+            pending.append(await sink.send(key=key, value=orjson.dumps(delivery.model_dump(mode="json"))))
+            audit.append(disclosure_event(delivery))
+            if delivery.legal_basis == "emergency":
+                audit.append(break_glass_event(delivery))
+        for x in r.refused:
+            audit.append(
+                refusal_event(
+                    r.event.referral_id,
+                    x.route.recipient_org,
+                    x.route.purpose,
+                    x.route.legal_basis,
+                    x.outcome.reason_code,
+                    r.at,
+                )
             )
-        )
-    key = submitted.referral_id.encode()
-    pending = [
-        await sink.send(key=key, value=orjson.dumps(d.model_dump(mode="json"))) for d in routed.deliveries
-    ]
-    # Wait for the broker before the input offset may be committed: at-least-once, nothing lost.
-    await asyncio.gather(*pending)
-    for refused in routed.refused:
-        REFUSALS.labels(refused.outcome.reason_code or "unknown").inc()
-    for delivery in routed.deliveries:
-        DELIVERIES.labels(delivery.legal_basis).inc()
-        await services.audit.record(disclosure_event(delivery))
-        if delivery.legal_basis == "emergency":
-            await services.audit.record(break_glass_event(delivery))
-    return routed.plan.matched
+    # Wait for the broker before the input offsets may be committed: at-least-once, nothing lost.
+    await asyncio.gather(*pending, services.audit.record_many(audit))
+    for r in routed:
+        for x in r.refused:
+            REFUSALS.labels(x.outcome.reason_code or "unknown").inc()
+        for delivery in r.deliveries:
+            DELIVERIES.labels(delivery.legal_basis).inc()
+    return outcomes
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
@@ -96,22 +130,27 @@ def register(app: faust.App, services: PipelineServices) -> None:
             )
         )
 
-    @app.agent(source, name="route_referrals")
-    async def route_referrals(stream: faust.Stream) -> None:
-        # Manual acks: faust acks the current event in a `finally` even when the agent is cancelled
-        # (orderly worker stop), which would commit a referral cut off half-way. Ack once handled.
-        manual = stream.noack()
-        async for event in manual.events():
+    async def handle(events: list[EventT]) -> None:
+        start = time.perf_counter()
+        decoded: list[tuple[EventT, ReferralSubmitted]] = []
+        failed = 0
+        for event in events:
             try:
-                with timed("route_referrals"):
-                    submitted = ReferralSubmitted.model_validate(orjson.loads(event.value))
-                    matched = await route_and_send(app, services, submitted)
-                    if not matched:
-                        # Delivered to triage by the fallback, and recorded as a dead letter so operators
-                        # see that the rules have a gap: never silent.
-                        await send_dead_letter(
-                            app, services, "route_referrals", event, NoRouteMatched(submitted.referral_id)
-                        )
-            except Exception as exc:  # every failure becomes a dead letter; the partition moves on
-                await send_dead_letter(app, services, "route_referrals", event, exc)
-            await manual.ack(event)
+                decoded.append((event, ReferralSubmitted.model_validate(orjson.loads(event.value))))
+            except Exception as exc:  # not an intake envelope: a dead letter, the rest go on
+                failed += 1
+                await send_dead_letter(app, services, STEP, event, exc)
+        outcomes = await route_and_send(app, services, [(submitted, ()) for _, submitted in decoded])
+        for (event, submitted), outcome in zip(decoded, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                failed += 1
+                await send_dead_letter(app, services, STEP, event, outcome)
+            elif not outcome.plan.matched:
+                # Delivered to triage by the fallback, and recorded as a dead letter so operators
+                # see that the rules have a gap: never silent.
+                await send_dead_letter(app, services, STEP, event, NoRouteMatched(submitted.referral_id))
+        observe_batch(STEP, len(events) - failed, failed, time.perf_counter() - start)
+
+    @app.agent(source, name=STEP)
+    async def route_referrals(stream: StreamT) -> None:
+        await each_batch(stream, handle)

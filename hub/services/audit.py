@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -110,6 +111,10 @@ class RecordAudit:
     async def record(self, event: AuditEvent) -> None:
         # One partition keeps one order; the key only groups a referral's events for consumers.
         await self._publisher.publish(self._topic, event.entity.referral_id or event.event_id, event)
+
+    async def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """Publish several and wait for all of them at once (not one broker round trip each)."""
+        await asyncio.gather(*(self.record(event) for event in events))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -30,10 +30,20 @@ class CurrentConsents:
         self._state = state
 
     def current(self, consents: Sequence[ConsentSummary], at: datetime) -> list[ConsentSummary]:
-        statuses = self._state.statuses([c.consent_id for c in consents])
+        return self.current_many([consents], at)[0]
+
+    def current_many(
+        self, groups: Sequence[Sequence[ConsentSummary]], at: datetime
+    ) -> list[list[ConsentSummary]]:
+        """``current`` for several referrals with one lookup (a batch of the routing step)."""
+        ids = sorted({c.consent_id for group in groups for c in group})
+        statuses = self._state.statuses(ids) if ids else {}
         return [
-            c.model_copy(update={"status": statuses[c.consent_id]}) if c.consent_id in statuses else c
-            for c in consents
+            [
+                c.model_copy(update={"status": statuses[c.consent_id]}) if c.consent_id in statuses else c
+                for c in group
+            ]
+            for group in groups
         ]
 
 

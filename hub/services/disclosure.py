@@ -17,6 +17,11 @@ class ConsentLookup(Protocol):
     def current(self, consents: Sequence[ConsentSummary], at: datetime) -> Sequence[ConsentSummary]:
         """The referral's consents with the statuses recorded since (revocations included)."""
 
+    def current_many(
+        self, groups: Sequence[Sequence[ConsentSummary]], at: datetime
+    ) -> Sequence[Sequence[ConsentSummary]]:
+        """``current`` for several referrals at once."""
+
 
 class ConsentDisclosure:
     def __init__(self, policy: Any, consents: ConsentLookup | None = None) -> None:
@@ -30,10 +35,26 @@ class ConsentDisclosure:
             self._last = (id(bundle), categorise(bundle, self._policy))
         return self._last[1]
 
+    def current_consents(
+        self, events: Sequence[ReferralSubmitted], now: datetime
+    ) -> list[Sequence[ConsentSummary] | None]:
+        """Each referral's consents as they stand now, looked up once for a batch."""
+        if self._consents is None:
+            return [None] * len(events)
+        return list(self._consents.current_many([e.facts.consents for e in events], now))
+
     def decide(
-        self, bundle: dict[str, Any], event: ReferralSubmitted, route: PlannedRoute, now: datetime
+        self,
+        bundle: dict[str, Any],
+        event: ReferralSubmitted,
+        route: PlannedRoute,
+        now: datetime,
+        consents: Sequence[ConsentSummary] | None = None,
     ) -> DisclosureOutcome:
-        current = self._consents.current(event.facts.consents, now) if self._consents else None
+        """``consents``: the referral's current consents when the caller looked them up already."""
+        current = consents
+        if current is None and self._consents is not None:
+            current = self._consents.current(event.facts.consents, now)
         content = self._content(bundle)
         fallback_reason = None
         if route.legal_basis == "emergency" and not content.emergency_reason:

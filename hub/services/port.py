@@ -67,6 +67,17 @@ class DeliveryRow:
     version: int
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A recipient the rules chose but no legal basis allowed (the referrer sees it)."""
+
+    event_id: str
+    referral_id: str
+    recipient_org: str
+    reason_code: str
+    at: datetime
+
+
 class ReadModel(Protocol):
     def record_referral(
         self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str
@@ -97,6 +108,15 @@ class ReadModel(Protocol):
         self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
     ) -> bool: ...
 
+    def record_routed(
+        self,
+        referrals: Sequence[tuple[ReferralSubmitted, datetime, str]],
+        refusals: Sequence[Refusal],
+        deliveries: Sequence[DeliveryCreated],
+    ) -> int:
+        """Referrals (event, routed at, rule-set version), refusals and deliveries of a batch of
+        routing decisions, in one transaction and idempotently; returns the deliveries new here."""
+
 
 @dataclass(frozen=True)
 class Caller:
@@ -126,6 +146,9 @@ class StoredSeal:
 
 class KeyVault(Protocol):
     def put_once(self, seal: StoredSeal) -> StoredSeal: ...
+
+    def put_many(self, seals: Sequence[StoredSeal]) -> dict[str, StoredSeal]:
+        """put_once for a batch: delivery id -> the seal that is stored (the first one written)."""
 
     def get(self, delivery_id: str) -> StoredSeal | None: ...
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from hub.services.port import ReadModel
+from hub.services.port import ReadModel, Refusal
+from hub.services.routing import Routed
 from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
 
@@ -25,9 +27,29 @@ class Project:
         return self._rm.record_opened(event)
 
     def refusal(self, referral_id: str, recipient_org: str, reason_code: str, at: datetime) -> bool:
-        event_id = f"{referral_id}:{recipient_org}:refused"
-        return self._rm.record_refusal(event_id, referral_id, recipient_org, reason_code, at)
+        r = _refusal(referral_id, recipient_org, reason_code, at)
+        return self._rm.record_refusal(r.event_id, r.referral_id, r.recipient_org, r.reason_code, r.at)
+
+    def routed(self, batch: Sequence[Routed]) -> int:
+        """Referrals, refusals and deliveries of routed referrals, in one transaction.
+
+        The deliveries are projected here, with the routing decision, so a recipient's inbox shows a
+        delivery as soon as the step has made it; returns how many deliveries were new.
+        """
+        return self._rm.record_routed(
+            [(r.event, r.at, r.plan.ruleset_version) for r in batch],
+            [
+                _refusal(r.event.referral_id, x.route.recipient_org, x.outcome.reason_code, r.at)
+                for r in batch
+                for x in r.refused
+            ],
+            [d for r in batch for d in r.deliveries],
+        )
 
     def reroute_context(self, referral_id: str) -> tuple[ReferralSubmitted | None, tuple[str, ...]]:
         """The intake event and every organisation that already declined this referral."""
         return self._rm.intake_of(referral_id), tuple(self._rm.declined_orgs(referral_id))
+
+
+def _refusal(referral_id: str, recipient_org: str, reason_code: str, at: datetime) -> Refusal:
+    return Refusal(f"{referral_id}:{recipient_org}:refused", referral_id, recipient_org, reason_code, at)

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from hub.domain.error import Forbidden, InvalidInput
+from hub.domain.error import Forbidden, InvalidInput, Unavailable
 from hub.services.port import Caller, Clock, EventPublisher
 from schemas.envelope import InboundSubmission, ReferralSubmitted
 from schemas.profile import ProfileError, validate_referral
@@ -83,7 +83,17 @@ class SubmitReferral:
             sealed_bundle=sealed,
             bundle_key_id=key_id,
         )
-        await self._publisher.publish(self._topic, referral.referral_id, event)
+        try:
+            await self._publisher.publish(self._topic, referral.referral_id, event)
+        except Unavailable as exc:
+            # Only the broker's acknowledgement makes a referral accepted. Re-sending is safe: the
+            # referral id derives from (sender, MessageHeader id), so copies collapse into one.
+            raise Unavailable(
+                f"the referral was NOT accepted: {exc.message}. Send the same message again later "
+                "(same MessageHeader id); the hub takes a referral once however often it arrives",
+                code=exc.code,
+                retry_after=exc.retry_after,
+            ) from None
         return Accepted(referral_id=referral.referral_id, message_id=referral.message_id)
 
 

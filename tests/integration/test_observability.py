@@ -37,7 +37,7 @@ def test_metrics_count_the_pipeline_and_carry_no_identifiers(hub: RunningHub) ->
     worker = ""
     while time.monotonic() < deadline:
         worker = httpx.get(worker_url).text
-        if _value(worker, "qixin_worker_events_total", step="project_deliveries", outcome="ok") >= 1:
+        if _value(worker, "qixin_worker_events_total", step="route_referrals", outcome="ok") >= 1:
             break
         time.sleep(0.5)
     assert _value(worker, "qixin_worker_events_total", step="route_referrals", outcome="ok") >= 1

@@ -1,0 +1,149 @@
+"""The routing step's batch writes on a real PostgreSQL: a batch routes, a redelivered batch adds nothing.
+
+The worker routes what arrives within a few milliseconds as one batch (one consent lookup, one vault
+write, one read-model transaction). These tests drive that use case directly against the database,
+the way the worker does after a crash: the same intake records again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support.servers import REPO, fresh_database
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = REPO / "schemas" / "samples"
+
+
+@pytest.fixture(scope="module")
+def wired(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from hub.adapters.clock import SystemClock
+    from hub.adapters.consentsql import SqlConsents
+    from hub.adapters.db import create_schema
+    from hub.adapters.directory import load_directory
+    from hub.adapters.readmodel import SqlReadModel
+    from hub.adapters.sealing import HubSealing, open_or_initialise
+    from hub.adapters.vault import SqlKeyVault
+    from hub.bootstrap import build_engine, build_router
+    from hub.services.consent import CurrentConsents
+    from hub.services.crypto_port import HUB_OWNER, KeyKind
+    from hub.services.disclosure import ConsentDisclosure
+    from hub.services.projection import Project
+    from hub.services.routing import RouteReferral
+    from hub.settings import Settings
+    from schemas.policy import default_disclosure_policy
+
+    name = f"b{uuid.uuid4().hex[:8]}"
+    db_url = fresh_database(postgres, name)
+    var = tmp_path_factory.mktemp("batch")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HUB_DATABASE_URL", db_url)
+    mp.setenv("HUB_VAR_DIR", str(var))
+    settings = Settings()
+    engine = build_engine(settings)
+    create_schema(engine)
+    store = open_or_initialise(settings.keys)
+    store.ensure(HUB_OWNER, KeyKind.ED25519)
+    for organisation in load_directory(settings.rules.directory_file).organisations:
+        store.ensure(organisation.id, KeyKind.X25519)
+        store.ensure(organisation.id, KeyKind.ED25519)
+    sealing = HubSealing(store, True)
+    vault = SqlKeyVault(engine)
+    disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine)))
+    route = RouteReferral(
+        build_router(settings),
+        SystemClock(),
+        opener=sealing,
+        disclosure=disclosure,
+        sealing=sealing,
+        vault=vault,
+    )
+    yield {"route": route, "project": Project(SqlReadModel(engine)), "sealing": sealing, "engine": engine}
+    engine.dispose()
+    mp.undo()
+
+
+def _intake(sealing: Any, sample: Path) -> Any:
+    from hub.adapters.clock import SystemClock
+    from schemas.envelope import ReferralSubmitted
+    from schemas.profile import validate_referral
+
+    bundle = json.loads(sample.read_text(encoding="utf-8"))
+    header = dict(bundle["entry"][0]["resource"], id=f"mh-batch-{uuid.uuid4().hex[:10]}")
+    bundle = dict(bundle, entry=[dict(bundle["entry"][0], resource=header), *bundle["entry"][1:]])
+    body = json.dumps(bundle, ensure_ascii=False).encode()
+    v = validate_referral(bundle, size=len(body))
+    token, kid = sealing.seal_for_hub(v.referral_id, body)
+    return ReferralSubmitted(
+        event_id=str(uuid.uuid4()),
+        referral_id=v.referral_id,
+        idempotency_key=v.idempotency_key,
+        submitted_at=SystemClock().now(),
+        student_pseudonym=v.student_pseudonym,
+        facts=v.facts,
+        sealed_bundle=token,
+        bundle_key_id=kid,
+    )
+
+
+def _count(engine: sa.Engine, sql: str, **params: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+def test_a_batch_routes_each_referral_and_a_broken_one_fails_alone(wired: dict[str, Any]) -> None:
+    from hub.services.routing import Routed
+
+    samples = sorted(SAMPLES.glob("referral-*.json"))
+    intakes = [_intake(wired["sealing"], s) for s in samples]
+    broken = intakes[1].model_copy(update={"sealed_bundle": intakes[0].sealed_bundle})  # not its own seal
+    batch = [(i, ()) for i in [intakes[0], broken, *intakes[2:]]]
+
+    outcomes = wired["route"].many(batch)
+
+    assert isinstance(outcomes[1], Exception)  # the intake does not open under another referral's id
+    routed = [o for o in outcomes if isinstance(o, Routed)]
+    assert len(routed) == len(samples) - 1
+    assert all(r.deliveries or r.refused for r in routed)
+    new = wired["project"].routed(routed)
+    deliveries = [d for r in routed for d in r.deliveries]
+    assert new == len(deliveries) > len(routed) - 1
+    engine = wired["engine"]
+    for d in deliveries:  # each delivery in its recipient's inbox, announced once in the timeline
+        assert _count(engine, "SELECT count(*) FROM deliveries WHERE delivery_id = :d", d=d.delivery_id) == 1
+        assert (
+            _count(
+                engine, "SELECT count(*) FROM timeline WHERE task_id = :t AND kind = 'delivered'", t=d.task_id
+            )
+            == 1
+        )
+
+
+def test_a_redelivered_batch_keeps_the_first_seal_and_adds_no_row(wired: dict[str, Any]) -> None:
+    from hub.services.routing import Routed
+
+    intakes = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))[:4]]
+    first = [o for o in wired["route"].many([(i, ()) for i in intakes]) if isinstance(o, Routed)]
+    assert wired["project"].routed(first) > 0
+    engine = wired["engine"]
+    ids = [i.referral_id for i in intakes]
+    rows = "SELECT count(*) FROM timeline WHERE referral_id = ANY(:ids)"
+    before = _count(engine, rows, ids=ids)
+
+    again = [o for o in wired["route"].many([(i, ()) for i in intakes]) if isinstance(o, Routed)]
+
+    # The worker crashed after the first batch's writes: the second pass seals afresh, but the
+    # ciphertext kept (on Kafka, in the vault and the inbox) is the first one.
+    first_views = {d.delivery_id: d.sealed_view for r in first for d in r.deliveries}
+    assert {d.delivery_id: d.sealed_view for r in again for d in r.deliveries} == first_views
+    assert wired["project"].routed(again) == 0
+    assert _count(engine, rows, ids=ids) == before
+    assert _count(engine, "SELECT count(*) FROM referrals WHERE referral_id = ANY(:ids)", ids=ids) == len(ids)
