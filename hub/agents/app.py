@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from hub.settings import Settings
 
 
+def _idempotent_producer() -> None:
+    """Make faust's producer idempotent, as the API's is (faust turns it on only in transactions).
+
+    With acks=all alone, a produce retried after a lost acknowledgement can write a record twice;
+    the broker's idempotence drops such a retry. Applied once, to the class, in the worker process.
+    """
+    producer = faust_aiokafka.Producer
+    if getattr(producer, "_qixin_idempotent", False):
+        return
+    extra = producer._settings_extra
+
+    def settings_extra(self: Any) -> Mapping[str, Any]:
+        return {**extra(self), "enable_idempotence": True}
+
+    producer._settings_extra = settings_extra  # type: ignore[method-assign]
+    producer._qixin_idempotent = True  # type: ignore[attr-defined]
+
+
 def make_app(settings: Settings) -> faust.App:
+    _idempotent_producer()
     k = settings.kafka
     return faust.App(
         settings.worker.app_id + (f"-{k.topic_prefix.strip('.')}" if k.topic_prefix else ""),
