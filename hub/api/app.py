@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from hub import __version__
 from hub.api import metrics, pages, problem
+from hub.api.bodylimit import BodyLimit
 from hub.api.deps import AUDITORS, ApiServices, require_roles
 from hub.api.problem import problem_responses
 from hub.api.routes import auth, dashboard, directory, followup, health, referral, task, user
@@ -43,19 +44,8 @@ def create_app(
     app.state.audit = services.audit  # the audit routes read it from here
     problem.install(app, html_error=pages.html_error)
     metrics.install(app)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_body_bytes:
-            return problem.problem(
-                413,
-                "payload-too-large",
-                "payload too large",
-                f"the body is {length} bytes; the limit is {max_body_bytes}",
-                request.url.path,
-            )
-        return await call_next(request)
+    # Added last, so outermost: a body over the limit is refused before anything else runs.
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
 
     app.include_router(health.router)
     app.include_router(auth.router)

@@ -7,11 +7,13 @@ carry the session's CSRF token (``X-CSRF-Token`` header; pages put it in a hidde
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from hub.domain.error import Forbidden, Unauthenticated
 from hub.services.access import OpenDelivery
@@ -34,7 +36,8 @@ class ApiServices:
     submit: SubmitReferral
     transition: TransitionTask
     queries: Queries
-    authenticate: Any  # Callable[[str], Caller | None]
+    # Callable[[str], Caller | None], or an async one (no thread hand-off per request)
+    authenticate: Any
     health: Any  # Callable[[], Awaitable[dict[str, Any]]]
     identity: IdentityService | None = None
     listings: Listings | None = None
@@ -46,7 +49,9 @@ class ApiServices:
     audit: Any = None
 
 
-def get_services(request: Request) -> ApiServices:
+# Dependencies that do no blocking I/O are `async def`: FastAPI runs a plain `def` dependency in the
+# thread pool, a hand-off that cost more than the work itself on every request (bench/README.md).
+async def get_services(request: Request) -> ApiServices:
     services: ApiServices = request.app.state.services
     return services
 
@@ -69,16 +74,16 @@ def session_caller(request: Request, services: ApiServices) -> StaffCaller | Non
     return services.identity.resolve(token)
 
 
-def get_caller(request: Request, services: ServicesDep) -> Caller:
+async def get_caller(request: Request, services: ServicesDep) -> Caller:
     token = bearer_token(request)
     if token is not None:
-        caller = services.authenticate(token)
+        caller = await _api_key_caller(services.authenticate, token)
         if caller is None:
             raise Unauthenticated("the API key is unknown or disabled")
         return caller
     if request.headers.get("authorization"):
         raise Unauthenticated("send 'Authorization: Bearer <agency API key>'")
-    staff = session_caller(request, services)
+    staff = await run_in_threadpool(session_caller, request, services)  # a session lookup in SQL
     if staff is None:
         raise Unauthenticated("send 'Authorization: Bearer <agency API key>' or sign in (session cookie)")
     if request.method not in SAFE_METHODS and not csrf_matches(
@@ -90,14 +95,24 @@ def get_caller(request: Request, services: ServicesDep) -> Caller:
     return staff
 
 
+async def _api_key_caller(authenticate: Any, token: str) -> Caller | None:
+    """An async authenticator answers on the loop (from its cache); a plain one may query the
+    database, so it runs in the thread pool."""
+    if inspect.iscoroutinefunction(authenticate):
+        caller: Caller | None = await authenticate(token)
+    else:
+        caller = await run_in_threadpool(authenticate, token)
+    return caller
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def require_roles(*roles: str) -> Callable[[Caller], Caller]:
+def require_roles(*roles: str) -> Callable[[Caller], Awaitable[Caller]]:
     """A dependency that lets only these roles through (403 ``role-forbidden`` otherwise)."""
     allowed = frozenset(roles)
 
-    def check(caller: CallerDep) -> Caller:
+    async def check(caller: CallerDep) -> Caller:
         if caller.role not in allowed:
             raise Forbidden(
                 f"role '{caller.role}' may not use this endpoint (allowed: {', '.join(sorted(allowed))})",
