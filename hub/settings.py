@@ -19,6 +19,10 @@ class KafkaSettings(BaseModel):
     # latency low at 100 msg/s and let bursts fill batches.
     batch_size: int = 262_144
     linger_ms: int = 5
+    # The API's producer: how long a request waits for the broker's acknowledgement (or, while the
+    # broker is unreachable, for a connection) before it answers 503 broker-unavailable with
+    # Retry-After. Nothing is answered 202 unless acknowledged.
+    publish_timeout_s: float = Field(default=10.0, gt=0)
     # Where `hub kafka start` keeps jars, data and pid files (ignored by git).
     local_port: int = 9092
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
-from hub.domain.error import Unavailable
+from hub.domain.error import HubError, Unavailable
 from hub.settings import KafkaSettings
 from schemas.envelope import Envelope
 from schemas.topic import ALL_TOPICS, TopicSpec
@@ -25,15 +30,39 @@ def encode(event: Envelope) -> bytes:
     return orjson.dumps(event.model_dump(mode="json"))
 
 
+class Producer(Protocol):
+    """What the publisher needs of an aiokafka producer (tests pass an in-memory one)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes) -> Any: ...
+
+
 class KafkaPublisher:
-    """acks=all + idempotence: an accepted referral is on every in-sync replica before we answer 202."""
+    """acks=all + idempotence: an accepted referral is on every in-sync replica before we answer 202.
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    Every wait is bounded by ``publish_timeout_s``: without the broker's acknowledgement by then, the
+    request fails with 503 ``broker-unavailable`` and Retry-After instead of hanging until the broker
+    returns (the idempotent producer never gives up on a record by itself). The producer connects in
+    the background and keeps trying, so the API starts, and serves reads and /healthz, while the
+    broker is unreachable.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, producer_factory: Callable[[], Producer] | None = None
+    ) -> None:
         self._settings = settings
-        self._producer: AIOKafkaProducer | None = None
+        self._timeout = settings.publish_timeout_s
+        self._retry_after = max(1, math.ceil(self._timeout))
+        self._new_producer = producer_factory or self._aiokafka_producer
+        self._producer: Producer | None = None
+        self._connected: asyncio.Event | None = None
+        self._connector: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
+    def _aiokafka_producer(self) -> Producer:
+        return AIOKafkaProducer(
             bootstrap_servers=self._settings.bootstrap,
             acks="all",
             enable_idempotence=True,
@@ -42,21 +71,97 @@ class KafkaPublisher:
             compression_type=None,
             request_timeout_ms=15_000,
         )
-        await self._producer.start()
+
+    async def start(self) -> None:
+        """Connect; if the broker cannot be reached, return anyway and keep trying in the background."""
+        self._connected = asyncio.Event()
+        tried = asyncio.Event()
+        self._connector = asyncio.create_task(self._connect(tried), name="kafka-producer-connect")
+        await tried.wait()
+
+    async def _connect(self, tried: asyncio.Event) -> None:
+        assert self._connected is not None
+        backoff, failures = 0.5, 0
+        while True:
+            producer = self._new_producer()
+            try:
+                await asyncio.wait_for(producer.start(), self._timeout)
+            except asyncio.CancelledError:
+                await self._close(producer)
+                raise
+            except Exception as exc:  # any failure to connect: try again, the API answers 503 meanwhile
+                await self._close(producer)
+                failures += 1
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "the Kafka broker is unreachable; writes answer 503 until it is back",
+                    extra={
+                        "error": type(exc).__name__,
+                        "bootstrap": self._settings.bootstrap,
+                        "attempt": failures,
+                    },
+                )
+                tried.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._producer = producer
+            self._connected.set()
+            tried.set()
+            if failures:
+                log.warning("the Kafka broker is reachable again", extra={"attempts": failures + 1})
+            return
+
+    async def _close(self, producer: Producer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), self._timeout)
+        except Exception as exc:  # closing a producer that never connected, or is stuck, must not raise
+            log.debug("Kafka producer did not close cleanly", extra={"error": type(exc).__name__})
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connector
+        producer, self._producer = self._producer, None
+        self._connected = None
+        if producer is not None:
+            # Flushes what is pending, but not forever: a record not acknowledged by now belongs to a
+            # request that was answered 503 (the server lets requests finish before it shuts down).
+            await self._close(producer)
 
     async def publish(self, topic: str, key: str, event: Envelope) -> None:
-        if self._producer is None:
+        value = encode(event)
+        producer, connected = self._producer, self._connected
+        if connected is None:
             raise Unavailable("the Kafka producer is not started", code="broker-unavailable")
         try:
-            await self._producer.send_and_wait(topic, encode(event), key=key.encode())
-        except KafkaError as exc:
+            async with asyncio.timeout(self._timeout):
+                if producer is None:
+                    await connected.wait()
+                    producer = self._producer
+                    assert producer is not None
+                await producer.send_and_wait(topic, value, key=key.encode())
+        except TimeoutError:
             raise Unavailable(
-                f"the broker did not acknowledge: {type(exc).__name__}", code="broker-unavailable"
+                f"the message broker did not acknowledge within {self._timeout:g} s, so the request "
+                "was not accepted",
+                code="broker-unavailable",
+                retry_after=self._retry_after,
+            ) from None
+        except MessageSizeTooLargeError:
+            raise HubError(
+                "the event is larger than the broker takes, so the request was not accepted",
+                code="payload-too-large",
+                status=413,
+            ) from None
+        except AIOKafkaError as exc:  # aiokafka's own family (not kafka-python's KafkaError)
+            raise Unavailable(
+                f"the message broker did not acknowledge ({type(exc).__name__}), so the request was "
+                "not accepted",
+                code="broker-unavailable",
+                retry_after=self._retry_after,
             ) from exc
 
 

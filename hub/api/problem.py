@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from hub.domain.error import HubError, TooManyRequests
+from hub.domain.error import HubError, TooManyRequests, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _DESCRIPTIONS = {
     422: "Does not match the schema or the Qixin profile",
     429: "Too many requests; see Retry-After",
     501: "Not implemented yet",
-    503: "A dependency (broker, database) is unavailable",
+    503: "A dependency (broker, database) is unavailable; see Retry-After",
 }
 
 
@@ -101,12 +101,14 @@ def install(app: FastAPI, html_error: HtmlError | None = None) -> None:
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if isinstance(exc, TooManyRequests):
-            headers = {"Retry-After": str(exc.retry_after)}
+        # Throttled (429) or a dependency down (503): when to try again, if the error knows.
+        retry_after = exc.retry_after if isinstance(exc, TooManyRequests | Unavailable) else None
+        if retry_after is not None:
+            headers = {"Retry-After": str(retry_after)}
         if html_error is not None and wants_html(request):
             response = html_error(request, exc.status, exc.code, exc.message)
-            if headers and exc.status == 429:
-                response.headers.update(headers)
+            if retry_after is not None:
+                response.headers["Retry-After"] = str(retry_after)
             return response
         return problem(
             exc.status,

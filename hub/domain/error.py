@@ -58,8 +58,11 @@ class Unauthenticated(HubError):
 
 
 class Unavailable(HubError):
-    def __init__(self, message: str, code: str = "unavailable") -> None:
+    """A dependency (broker, database) is down; ``retry_after`` seconds, when given, go out as Retry-After."""
+
+    def __init__(self, message: str, code: str = "unavailable", retry_after: int | None = None) -> None:
         super().__init__(message=message, code=code, status=503)
+        self.retry_after = None if retry_after is None else max(1, int(retry_after))
 
 
 class TooManyRequests(HubError):

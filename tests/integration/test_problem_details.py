@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from contextlib import closing
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.hub import RunningHub, sample, with_new_message_id
+from tests.support.hub import RunningHub, free_port, sample, with_new_message_id
 from tests.support.staff import add_users, staff_client
 
 SCHOOL = "school-songjiang-no2-middle"
@@ -88,6 +90,11 @@ def test_413_for_a_body_over_the_limit(hub: RunningHub) -> None:
     assert_problem(
         httpx.post(f"{hub.base_url}/v1/referrals", content=big, headers=headers), 413, "payload-too-large"
     )
+    # Without a Content-Length (chunked), refused once the bytes read pass the limit.
+    chunks = (big[i : i + 65536].encode() for i in range(0, len(big), 65536))
+    assert_problem(
+        httpx.post(f"{hub.base_url}/v1/referrals", content=chunks, headers=headers), 413, "payload-too-large"
+    )
 
 
 def test_422_with_the_offending_parameter(hub: RunningHub) -> None:
@@ -137,6 +144,49 @@ def test_429_when_an_agency_submits_faster_than_its_rate(hub: RunningHub) -> Non
         hub.env.update(original)
         hub.start("api", "api")
         hub.wait_api()
+
+
+def test_503_when_the_broker_does_not_acknowledge_in_time_and_a_re_send_is_taken_once(
+    hub: RunningHub,
+) -> None:
+    """An API whose broker cannot be reached still starts and serves reads; a submission waits at
+    most HUB_KAFKA__PUBLISH_TIMEOUT_S, then is refused (503, Retry-After) and not accepted. The
+    connector re-sends the same message once the broker is back: one referral, delivered once."""
+    original = dict(hub.env)
+    hub.stop("api")
+    # Nothing listens there: what the API's producer meets while the broker is down.
+    hub.env.update({"HUB_KAFKA__BOOTSTRAP": f"127.0.0.1:{free_port()}", "HUB_KAFKA__PUBLISH_TIMEOUT_S": "2"})
+    hub.start("api", "api")
+    bundle = with_new_message_id(sample("referral-school-camhs-high.json"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # /healthz answers (503 "degraded": no broker) once the API is up
+            with contextlib.suppress(httpx.TransportError):
+                health = httpx.get(f"{hub.base_url}/healthz", timeout=10)
+                break
+            assert time.monotonic() < deadline, hub.log("api")
+            time.sleep(0.3)
+        assert health.status_code == 503
+        assert health.json()["checks"]["broker"] == "unreachable"
+
+        started = time.monotonic()
+        answer = hub.submit(SCHOOL, bundle)
+        waited = time.monotonic() - started
+        body = assert_problem(answer, 503, "broker-unavailable")
+        assert 1 <= int(answer.headers["retry-after"]) <= 60
+        assert "NOT accepted" in body["detail"] and "same MessageHeader id" in body["detail"]
+        assert 2 <= waited < 2 + 5, f"answered after {waited:.1f}s; the bound is 2 s"
+        with hub.client(SCHOOL) as school:  # reads need no broker
+            assert school.get("/v1/referrals").status_code == 200
+    finally:
+        hub.stop("api")
+        hub.env.clear()
+        hub.env.update(original)
+        hub.start("api", "api")
+        hub.wait_api()
+    again = hub.submit(SCHOOL, bundle)
+    assert again.status_code == 202, again.text
+    assert len(hub.wait_inbox(CAMHS, again.json()["referral_id"])) == 1
 
 
 # ------------------------------------------------------------------------------------------ OpenAPI
