@@ -252,12 +252,21 @@ def insert_once(conn: sa.Connection, table: sa.Table, values: dict[str, object])
 
 
 def insert_many(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> set[Any]:
-    """``insert_once`` for many rows in one statement; the primary keys this call inserted."""
+    """``insert_once`` for many rows; the primary keys this call inserted.
+
+    Executed as an executemany of one cached statement (SQLAlchemy batches it into multi-row
+    INSERTs with RETURNING): compiling a fresh multi-row statement per batch costs more CPU than
+    the database spends on it.
+    """
     if not rows:
         return set()
+    key = next(iter(table.primary_key.columns))
+    stmt = _insert_ignoring(conn, table).returning(key)
+    return set(conn.execute(stmt, rows).scalars())
+
+
+def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    key = next(iter(table.primary_key.columns))
-    stmt = dialect.insert(table).values(rows).on_conflict_do_nothing().returning(key)
-    return set(conn.execute(stmt).scalars())
+    return dialect.insert(table).on_conflict_do_nothing()

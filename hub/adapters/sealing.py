@@ -59,11 +59,19 @@ class HubSealing:
         self._registry = _Registry(store, demo_custody)
         self._opener = store.opener(HUB_OWNER)
         self._signer = store.signer(HUB_OWNER)
+        self._sealer_for: tuple[PublicKeyRegistry, X25519Sealer] | None = None
+
+    def _sealer(self) -> X25519Sealer:
+        """One sealer (with its cache of public key objects) per registry; renewed after a reload."""
+        current = self._registry.current
+        cached = self._sealer_for
+        if cached is None or cached[0] is not current:
+            cached = self._sealer_for = (current, X25519Sealer(current))
+        return cached[1]
 
     # -- intake: the Bundle on referrals.submitted is readable by the hub only -----------------------
     def seal_for_hub(self, referral_id: str, payload: bytes) -> tuple[str, str]:
-        sealer = X25519Sealer(self._registry.current)
-        sealed = sealer.seal(
+        sealed = self._sealer().seal(
             payload, referral_id=referral_id, recipient_org=HUB_OWNER, delivery_id=f"intake-{referral_id}"
         )
         return sealed.packed(), sealed.recipient_key_id
@@ -92,7 +100,7 @@ class HubSealing:
     # -- notes (feedback to the referrer): sealed for one organisation ---------------------------------
     def seal_note(self, org: str, referral_id: str, note_id: str, text: bytes) -> str:
         self._registry.active(org, KeyKind.X25519)  # creates it in demo custody
-        sealed = X25519Sealer(self._registry.current).seal(
+        sealed = self._sealer().seal(
             text, referral_id=referral_id, recipient_org=org, delivery_id=f"note-{note_id}"
         )
         return sealed.packed()
@@ -115,7 +123,7 @@ class HubSealing:
         at: datetime,
     ) -> StoredSeal:
         self._registry.active(recipient_org, KeyKind.X25519)  # creates it in demo custody
-        sealed = X25519Sealer(self._registry.current).seal(
+        sealed = self._sealer().seal(
             view, referral_id=referral_id, recipient_org=recipient_org, delivery_id=delivery_id
         )
         return StoredSeal(

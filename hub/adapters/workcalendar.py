@@ -25,6 +25,7 @@ class ChinaWorkCalendar:
         self.workdays = frozenset(workdays)
         self.holidays = frozenset(holidays)
         self.unknown_years: set[int] = set()
+        self._known: dict[date, bool] = {}  # every routed referral asks about the same few days
 
     @classmethod
     def from_file(cls, path: Path | None) -> ChinaWorkCalendar:
@@ -41,6 +42,12 @@ class ChinaWorkCalendar:
             raise InvalidInput(f"{path}: {exc}", code="calendar-invalid") from exc
 
     def is_working_day(self, day: date) -> bool:
+        known = self._known.get(day)
+        if known is None:
+            known = self._known[day] = self._is_working_day(day)
+        return known
+
+    def _is_working_day(self, day: date) -> bool:
         if day in self.workdays:
             return True
         if day in self.holidays:

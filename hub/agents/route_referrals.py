@@ -71,9 +71,13 @@ async def route_and_send(
 async def _route_batch(
     app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
 ) -> list[Routed | Exception]:
-    outcomes = await asyncio.to_thread(services.route.many, items)
+    def route_and_project() -> list[Routed | Exception]:  # one hand-off to a thread, not two
+        outcomes = services.route.many(items)
+        services.project.routed([o for o in outcomes if isinstance(o, Routed)])
+        return outcomes
+
+    outcomes = await asyncio.to_thread(route_and_project)
     routed = [o for o in outcomes if isinstance(o, Routed)]
-    await asyncio.to_thread(services.project.routed, routed)
     sink = app.topic(
         services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
     )
