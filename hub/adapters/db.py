@@ -186,6 +186,14 @@ delivery_keys = sa.Table(
     sa.Column("destroyed_reason", sa.String(200)),
 )
 
+# Which deliveries each consent allowed, so a revocation finds its deliveries by index.
+delivery_consents = sa.Table(
+    "delivery_consents",
+    metadata,
+    sa.Column("consent_id", sa.String(200), primary_key=True),
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+)
+
 
 escalations = sa.Table(
     "escalations",

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import delivery_keys, insert_many
+from hub.adapters.db import delivery_consents, delivery_keys, insert_many
 from hub.services.port import StoredSeal
 
 
@@ -30,6 +30,13 @@ class SqlKeyVault:
             return {}
         with self._engine.begin() as conn:
             inserted = insert_many(conn, delivery_keys, [_row_of(seal) for seal in seals])
+            links = [
+                {"consent_id": consent_id, "delivery_id": seal.delivery_id}
+                for seal in seals
+                if seal.delivery_id in inserted
+                for consent_id in seal.consent_ids
+            ]
+            insert_many(conn, delivery_consents, links)
             stored = {seal.delivery_id: seal for seal in seals if seal.delivery_id in inserted}
             missing = [seal.delivery_id for seal in seals if seal.delivery_id not in inserted]
             if missing:  # a redelivery: the first seal stands (no read-back in the usual case)
@@ -75,10 +82,12 @@ class SqlKeyVault:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 sa.select(delivery_keys)
+                .join(delivery_consents, delivery_consents.c.delivery_id == delivery_keys.c.delivery_id)
+                .where(delivery_consents.c.consent_id == consent_id)
                 .where(delivery_keys.c.first_opened_at.is_(None))
                 .where(delivery_keys.c.wrapped_key.is_not(None))
             ).mappings()
-            return [_seal(r) for r in rows if consent_id in (r["consent_ids"] or [])]
+            return [_seal(r) for r in rows]
 
 
 def _row_of(seal: StoredSeal) -> dict[str, Any]:
