@@ -260,6 +260,17 @@ class Sent:
     def unanswered(self) -> int:
         return sum(a[0] == 0 for a in self.attempts)
 
+    @property
+    def not_acknowledged(self) -> int:
+        """Attempts answered 503 broker-unavailable: not accepted, re-sent like those without an answer.
+        As there, the first copy may still reach the broker once it is back (the producer keeps it)."""
+        return sum(a[0] == 503 and "broker-unavailable" in a[1] for a in self.attempts)
+
+    @property
+    def uncertain(self) -> bool:
+        """Some attempt's fate is unknown to the sender: it must not be counted as refused outright."""
+        return bool(self.unanswered or self.not_acknowledged)
+
 
 class HubClients:
     """Fast clients of a running hub: API keys made once in the database, one key store, signed POSTs."""
@@ -285,8 +296,9 @@ class HubClients:
         )
 
     def submit(self, client: httpx.Client, kind: Kind, give_up_at: float) -> Sent:
-        """POST a new copy of ``kind``; when no answer comes, POST the very same message again, as a
-        connector must (same MessageHeader id: the hub deduplicates), until some answer comes."""
+        """POST a new copy of ``kind``; when no answer comes, or 503 broker-unavailable, POST the very
+        same message again, as a connector must (same MessageHeader id: the hub deduplicates), until
+        another answer comes or ``give_up_at``."""
         bundle = with_new_message_id(kind.bundle)
         body = json.dumps(bundle, ensure_ascii=False).encode()
         with self._lock:
@@ -306,6 +318,10 @@ class HubClients:
                 time.sleep(1.0)
                 continue
             sent.attempts.append((answer.status_code, answer.text[:300], time.monotonic()))
+            not_acknowledged = answer.status_code == 503 and "broker-unavailable" in answer.text
+            if not_acknowledged and time.monotonic() <= give_up_at:
+                time.sleep(1.0)  # sooner than the hub's Retry-After: the test has no time to lose
+                continue
             if answer.status_code == 202:
                 assert answer.json()["referral_id"] == sent.referral_id, answer.text
             return sent
@@ -465,9 +481,10 @@ def assert_exactly_once(hub: HubClients, load: Load, logs: tuple[str, ...] = ("w
     ids = {s.referral_id for s in accepted}
     assert len(ids) == len(accepted), "two accepted submissions got the same referral id"
     # Refused with an answer on every attempt: the sender knows it was not taken; it must not appear.
-    refused = {s.referral_id for s in load.refused if not s.unanswered}
-    # Some attempt got no answer and the last was not a 202: the sender cannot know (reported only).
-    unknown = {s.referral_id for s in load.refused if s.unanswered}
+    refused = {s.referral_id for s in load.refused if not s.uncertain}
+    # Some attempt got no answer or no acknowledgement (503 broker-unavailable) and the last was not
+    # a 202: the sender cannot know (reported only).
+    unknown = {s.referral_id for s in load.refused if s.uncertain}
 
     got = wait_all_delivered(hub, accepted, timeout=120, logs=logs)
     wrong = [
@@ -522,6 +539,7 @@ def assert_exactly_once(hub: HubClients, load: Load, logs: tuple[str, ...] = ("w
         "load capped": len(accepted) >= load.cap,
         "deliveries": sum(len(s.kind.recipients) for s in accepted),
         "re-sent after no answer": sum(1 for s in accepted if s.unanswered),
+        "re-sent after 503 broker-unavailable": sum(1 for s in accepted if s.not_acknowledged),
         "refused": dict(answers),
         "unknown outcome": len(unknown),
         "unknown outcome but delivered": len(unknown & routed),
