@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from hub.adapters.db import metadata
+from hub.adapters.db import aware, metadata
 from hub.domain.audit import INDEX_FIELDS, ChainConflict, ChainHead, ChainRow, Checkpoint
 from hub.services.audit import AuditSearch
 
@@ -53,11 +53,6 @@ audit_checkpoints = sa.Table(
     sa.Column("key_id", sa.String(80), nullable=False),
     sa.Column("signature", sa.Text, nullable=False),
 )
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class SqlAuditStore:
@@ -153,7 +148,7 @@ class SqlAuditStore:
             seq=int(r["seq"]),
             head_hash=r["head_hash"],
             count=int(r["count"]),
-            at=_aware(r["at"]),
+            at=aware(r["at"]),
             signature=r["signature"],
         )
 

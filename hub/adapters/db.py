@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -278,3 +279,14 @@ def _insert_ignoring(conn: sa.Connection, table: sa.Table) -> Any:
 
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
+
+
+def aware(value: Any) -> Any:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def aware_row(mapping: Any) -> dict[str, Any]:
+    return {k: aware(v) for k, v in dict(mapping).items()}

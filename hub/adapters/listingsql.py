@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import deliveries, referrals
+from hub.adapters.db import aware_row, deliveries, referrals
 from hub.services.listing import PENDING, ListFilter
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,6 @@ _SENT_DELIVERY_COLUMNS = (
 )
 
 
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _row(mapping: Any) -> dict[str, Any]:
-    return {k: _aware(v) for k, v in dict(mapping).items()}
-
-
 def _pending_first() -> Any:
     return sa.case((deliveries.c.status.in_(PENDING), 0), else_=1)
 
@@ -105,7 +95,7 @@ class SqlListing:
         )
         count = sa.select(sa.func.count()).select_from(deliveries).where(*where)
         with self._engine.connect() as conn:
-            items = [_row(r) for r in conn.execute(q).mappings()]
+            items = [aware_row(r) for r in conn.execute(q).mappings()]
             total = int(conn.execute(count).scalar() or 0)
         return items, total
 
@@ -146,7 +136,7 @@ class SqlListing:
         )
         count = sa.select(sa.func.count()).select_from(referrals).where(*where)
         with self._engine.connect() as conn:
-            items = [_row(x) for x in conn.execute(q).mappings()]
+            items = [aware_row(x) for x in conn.execute(q).mappings()]
             total = int(conn.execute(count).scalar() or 0)
             ids = [i["referral_id"] for i in items]
             by_referral: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
@@ -157,7 +147,7 @@ class SqlListing:
                     .order_by(deliveries.c.created_at)
                 ).mappings()
                 for row in rows:
-                    by_referral[row["referral_id"]].append(_row(row))
+                    by_referral[row["referral_id"]].append(aware_row(row))
         for item in items:
             item["deliveries"] = by_referral.get(item["referral_id"], [])
         return items, total
@@ -177,7 +167,7 @@ class SqlListing:
             .limit(500)
         )
         with self._engine.connect() as conn:
-            return [_row(x) for x in conn.execute(q).mappings()]
+            return [aware_row(x) for x in conn.execute(q).mappings()]
 
 
 class DirectoryReader:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from hub.adapters.db import deliveries, referrals
+from hub.adapters.db import aware, deliveries, referrals
 from hub.services.metric import DeliveryFact
-
-
-def _aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class SqlMetricSource:
@@ -49,4 +42,4 @@ class SqlMetricSource:
             q = q.where(sa.or_(d.sender_org == org_id, d.recipient_org == org_id))
         with self._engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        return [DeliveryFact(**{k: _aware(v) for k, v in r.items()}) for r in rows]
+        return [DeliveryFact(**{k: aware(v) for k, v in r.items()}) for r in rows]

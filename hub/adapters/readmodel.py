@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import deliveries, insert_many, insert_once, referrals, timeline
+from hub.adapters.db import aware_row, deliveries, insert_many, insert_once, referrals, timeline
 from hub.services.port import DeliveryRow, Refusal
 from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
@@ -22,17 +22,6 @@ _STATUS_TIMESTAMP = {
     "cancelled": "closed_at",
     "entered-in-error": "closed_at",
 }
-
-
-def _aware(value: Any) -> Any:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _row(mapping: Any) -> dict[str, Any]:
-    return {k: _aware(v) for k, v in dict(mapping).items()}
 
 
 class SqlReadModel:
@@ -155,7 +144,7 @@ class SqlReadModel:
             q = q.where(deliveries.c.status == status)
         q = q.order_by(deliveries.c.risk_level.desc(), deliveries.c.created_at).limit(limit).offset(offset)
         with self._engine.connect() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
+            return [aware_row(r) for r in conn.execute(q).mappings()]
 
     def referral(self, referral_id: str) -> dict[str, Any] | None:
         with self._engine.connect() as conn:
@@ -164,7 +153,7 @@ class SqlReadModel:
                 .mappings()
                 .first()
             )
-        return _row(row) if row else None
+        return aware_row(row) if row else None
 
     def timeline(self, referral_id: str) -> list[dict[str, Any]]:
         q = (
@@ -173,7 +162,7 @@ class SqlReadModel:
             .order_by(timeline.c.at, timeline.c.seq)
         )
         with self._engine.connect() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
+            return [aware_row(r) for r in conn.execute(q).mappings()]
 
     def deliveries_of(self, referral_id: str) -> list[dict[str, Any]]:
         q = (
@@ -182,7 +171,7 @@ class SqlReadModel:
             .order_by(deliveries.c.created_at)
         )
         with self._engine.connect() as conn:
-            return [_row(r) for r in conn.execute(q).mappings()]
+            return [aware_row(r) for r in conn.execute(q).mappings()]
 
     def ping(self) -> None:
         with self._engine.connect() as conn:

@@ -7,10 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import deliveries, escalations, follow_ups, insert_once, referrals, timeline
-from hub.adapters.readmodel import _aware
+from hub.adapters.db import aware, deliveries, escalations, follow_ups, insert_once, referrals, timeline
 from hub.domain.directory import Directory
 from hub.domain.sla import Deadline
 from hub.services.sla import FollowUpRow, OpenDeadline
@@ -27,7 +25,6 @@ _CLOCKS = {
 class SqlSla:
     def __init__(self, engine: sa.Engine, directory: Directory | None = None) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._directory = directory
 
     def _raised(self, conn: sa.Connection) -> dict[tuple[str, str], list[int]]:
@@ -59,8 +56,8 @@ class SqlSla:
                     deadline = Deadline(
                         subject_id=r.delivery_id,
                         kind=kind,
-                        started=_aware(r.created_at),
-                        due=_aware(r.due),
+                        started=aware(r.created_at),
+                        due=aware(r.due),
                         chain=tuple(r.escalation or ()),
                     )
                     out.append(
@@ -76,8 +73,8 @@ class SqlSla:
                 deadline = Deadline(
                     subject_id=f.followup_id,
                     kind="follow-up",
-                    started=_aware(f.scheduled_at),
-                    due=_aware(f.due_at),
+                    started=aware(f.scheduled_at),
+                    due=aware(f.due_at),
                 )
                 out.append(
                     OpenDeadline(
@@ -119,9 +116,10 @@ class SqlSla:
                 .where(table.c.escalation_level < event.level)
                 .values(escalation_level=event.level)
             )
-            conn.execute(
-                self._insert(timeline)
-                .values(
+            insert_once(
+                conn,
+                timeline,
+                dict(
                     event_id=event.event_id,
                     referral_id=event.referral_id,
                     task_id=event.task_id,
@@ -131,8 +129,7 @@ class SqlSla:
                     reason=f"{event.kind} due {event.due_at:%Y-%m-%dT%H:%M:%SZ}: level {event.level} "
                     f"-> {event.notify}",
                     at=event.at,
-                )
-                .on_conflict_do_nothing()
+                ),
             )
             return True
 
@@ -156,17 +153,21 @@ class SqlSla:
                 )
                 kind, reason = "follow-up-scheduled", f"visit {event.sequence} due {event.due_at.date()}"
             else:
-                done = conn.execute(
-                    follow_ups.update()
-                    .where(follow_ups.c.followup_id == event.followup_id)
-                    .where(follow_ups.c.status == "due")
-                    .values(status="done", outcome=event.outcome, done_at=event.at)
-                ).rowcount
+                done = (
+                    conn.execute(
+                        follow_ups.update()
+                        .where(follow_ups.c.followup_id == event.followup_id)
+                        .where(follow_ups.c.status == "due")
+                        .values(status="done", outcome=event.outcome, done_at=event.at)
+                    ).rowcount
+                    > 0
+                )
                 kind, reason = "follow-up-done", f"{event.followup_id}: {event.outcome}"
             if done:
-                conn.execute(
-                    self._insert(timeline)
-                    .values(
+                insert_once(
+                    conn,
+                    timeline,
+                    dict(
                         event_id=event.event_id,
                         referral_id=event.referral_id,
                         task_id=None,
@@ -175,8 +176,7 @@ class SqlSla:
                         actor_role="system",
                         reason=reason,
                         at=event.at,
-                    )
-                    .on_conflict_do_nothing()
+                    ),
                 )
             return bool(done)
 
@@ -192,7 +192,7 @@ class SqlSla:
             q = q.where(follow_ups.c.status == status)
         with self._engine.connect() as conn:
             rows = conn.execute(q.order_by(follow_ups.c.due_at)).mappings()
-            return [{k: _aware(v) for k, v in dict(r).items()} for r in rows]
+            return [{k: aware(v) for k, v in dict(r).items()} for r in rows]
 
     def escalations_of(self, org_id: str) -> list[dict[str, Any]]:
         """Escalations an agency must act on or was told about (its own deadlines, or named in the chain)."""
@@ -201,7 +201,7 @@ class SqlSla:
         )
         with self._engine.connect() as conn:
             rows = conn.execute(q.order_by(escalations.c.at.desc()).limit(500)).mappings()
-            return [{k: _aware(v) for k, v in dict(r).items()} for r in rows]
+            return [{k: aware(v) for k, v in dict(r).items()} for r in rows]
 
     def owner_for(self, referral_id: str) -> str | None:
         with self._engine.connect() as conn:
