@@ -22,9 +22,10 @@ def register(app: faust.App, services: PipelineServices) -> None:
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(services.topic_name(name), value_serializer="raw", key_serializer="raw")
 
-    @app.timer(interval=services.sla_check_seconds, name="monitor_sla")
+    @app.timer(interval=services.sla_check_seconds, name="monitor_sla", on_leader=True)
     async def monitor_sla() -> None:
-        # Every worker runs this; escalation ids are deterministic, so duplicates collapse on projection.
+        # One worker of the group (faust's leader) scans the deadlines. Escalation ids are
+        # deterministic, so a pass repeated across a change of leader collapses on projection.
         try:
             events = await asyncio.to_thread(services.monitor_sla.due)
             await services.monitor_sla.publish(events)
