@@ -83,7 +83,7 @@ def build_api(settings: Settings | None = None) -> FastAPI:
         submit=SubmitReferral(publisher, clock, settings.topic, sealing, verifier),
         transition=TransitionTask(read_model, publisher, clock, settings.topic, notes=sealing),
         queries=Queries(read_model, sealing.open_note),
-        authenticate=api_keys.authenticate,
+        authenticate=api_keys.authenticate_async,
         health=health,
         **staff_services(settings, engine, read_model, publisher, clock, keys, sealing),
     )

@@ -44,7 +44,7 @@ async def test_a_bad_record_fails_at_once_and_a_long_outage_gives_up() -> None:
         calls += 1
         raise ValueError("not an envelope")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an envelope"):
         await retrying(bad, "test", retry_for_s=5.0)
     assert calls == 1
 
