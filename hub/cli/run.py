@@ -114,6 +114,12 @@ def up(
 
 def worker() -> None:
     """Run the stream processors (faust worker); several share partitions through the consumer group."""
+    import importlib.util
+
+    if importlib.util.find_spec("uvloop") is not None:  # a locked dependency; faust supports it
+        import mode.loop
+
+        mode.loop.use("uvloop")
     import faust
 
     from hub.bootstrap import build_worker
