@@ -27,13 +27,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A batch is what arrived within WITHIN_S, at most BATCH records: latency stays a few ms, while a
-# backlog is worked through BATCH records to a database transaction and one wait for the broker.
-# (faust wakes a batching agent every ``within`` even when idle: 5 ms is kept for the routing step,
-# the per-record steps use EVENT_WITHIN_S.)
+# A batch is what has arrived while the step was busy with the previous one, at most BATCH records:
+# nothing waits for a batch to fill (a lone record goes at once), while a backlog is worked through
+# BATCH records to a database transaction and one wait for the broker.
 BATCH = 200
-WITHIN_S = 0.005
-EVENT_WITHIN_S = 0.02
 RETRY_FOR_S = 30.0
 
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "KafkaTimeoutError"}
@@ -67,19 +64,39 @@ async def each_batch(
     handle: Callable[[list[EventT]], Awaitable[None]],
     *,
     size: int = BATCH,
-    within: float = WITHIN_S,
 ) -> None:
     """Hand ``handle`` the records as they arrive, up to ``size`` at a time; ack them after it returns.
 
+    A reader task moves records from the stream into a queue of ``size`` (so a backlog waits in
+    Kafka, not in memory); the step takes the first record waiting and whatever else is already
+    there. No timer polls for a batch (faust's ``take`` wakes every ``within`` even when idle).
     ``handle`` dead-letters what it cannot process itself; an exception out of it stops the agent
     with the batch unacknowledged.
     """
-    source = cast(faust.Stream, stream)  # StreamT does not declare noack_take
-    async for batch in source.noack_take(size, within=within):
-        events = cast(list[EventT], list(batch))
-        await handle(events)
-        for event in events:
-            await source.ack(event)
+    source = cast(faust.Stream, stream).noack()
+    queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=size)
+
+    async def read() -> None:
+        async for event in source.events():
+            await queue.put(event)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            first = asyncio.ensure_future(queue.get())
+            await asyncio.wait({first, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not first.done():  # the stream ended (agent stopping) or its reader failed
+                first.cancel()
+                reader.result()
+                return
+            events = [first.result()]
+            while len(events) < size and not queue.empty():
+                events.append(queue.get_nowait())
+            await handle(events)
+            for event in events:
+                await source.ack(event)
+    finally:
+        reader.cancel()
 
 
 async def each_event(
@@ -90,7 +107,6 @@ async def each_event(
     handle: Callable[[EventT], Awaitable[None]],
     *,
     size: int = BATCH,
-    within: float = EVENT_WITHIN_S,
 ) -> None:
     """``each_batch`` for steps that handle one record at a time; a failure dead-letters that record."""
 
@@ -106,7 +122,7 @@ async def each_event(
                 EVENTS.labels(step, "ok").inc()
             STEP_SECONDS.labels(step).observe(time.perf_counter() - start)
 
-    await each_batch(stream, handle_batch, size=size, within=within)
+    await each_batch(stream, handle_batch, size=size)
 
 
 def observe_batch(step: str, ok: int, failed: int, seconds: float) -> None:
