@@ -30,6 +30,7 @@ class AuditChainServices:
     topic_name: Callable[[str], str]  # applies the configured topic prefix
     checkpoint_interval_s: float = 10.0
     batch: int = 500  # events chained in one transaction
+    linger_s: float = 0.05  # how long a batch may wait for more once events flow
     # A database outage is retried (the events keep their order) before the batch is dead-lettered.
     retry_for_s: float = 30.0
 
@@ -59,7 +60,7 @@ def register(app: faust.App, services: AuditChainServices) -> None:
     @app.agent(source, name="chain_audit")
     async def chain_audit(stream: StreamT) -> None:
         # Acked only once chained (each_batch): a stop mid-batch leaves the batch to the next owner.
-        await each_batch(stream, handle, size=services.batch)
+        await each_batch(stream, handle, size=services.batch, linger=services.linger_s)
 
     @app.timer(interval=services.checkpoint_interval_s)
     async def checkpoint_audit_chain() -> None:

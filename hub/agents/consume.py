@@ -31,6 +31,7 @@ T = TypeVar("T")
 # nothing waits for a batch to fill (a lone record goes at once), while a backlog is worked through
 # BATCH records to a database transaction and one wait for the broker.
 BATCH = 200
+ROUTE_LINGER_S = 0.005
 RETRY_FOR_S = 30.0
 
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "KafkaTimeoutError"}
@@ -64,12 +65,14 @@ async def each_batch(
     handle: Callable[[list[EventT]], Awaitable[None]],
     *,
     size: int = BATCH,
+    linger: float = 0.0,
 ) -> None:
     """Hand ``handle`` the records as they arrive, up to ``size`` at a time; ack them after it returns.
 
     A reader task moves records from the stream into a queue of ``size`` (so a backlog waits in
     Kafka, not in memory); the step takes the first record waiting and whatever else is already
-    there. No timer polls for a batch (faust's ``take`` wakes every ``within`` even when idle).
+    there, after ``linger`` seconds when the step asks for it. No timer polls for a batch while the
+    stream is idle (faust's ``take`` wakes every ``within`` seconds even then).
     ``handle`` dead-letters what it cannot process itself; an exception out of it stops the agent
     with the batch unacknowledged.
     """
@@ -90,6 +93,10 @@ async def each_batch(
                 reader.result()
                 return
             events = [first.result()]
+            if linger and queue.qsize() < size - 1:
+                # Records are flowing: give the next few a moment to join this batch (one
+                # transaction and one broker round trip for all of them). Idle, nothing waits.
+                await asyncio.sleep(linger)
             while len(events) < size and not queue.empty():
                 events.append(queue.get_nowait())
             await handle(events)
