@@ -155,17 +155,35 @@ def create_schema(engine: sa.Engine) -> None:
             # Serialise concurrent creators: CREATE TABLE races even with checkfirst.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(7201442)"))
             metadata.create_all(conn)
+            _link_delivery_consents(conn)
         return
     for attempt in range(5):
         try:
-            metadata.create_all(engine)
+            with engine.begin() as conn:
+                metadata.create_all(conn)
+                _link_delivery_consents(conn)
             return
         except sa.exc.OperationalError:  # SQLite: another process holds the write lock
             if attempt == 4:
                 raise
-            import time
-
             time.sleep(0.5 * (attempt + 1))
+
+
+def _link_delivery_consents(conn: sa.Connection) -> None:
+    """A database from before ``delivery_consents`` existed: link its sealed deliveries once.
+
+    A revocation finds the deliveries to withdraw through these links; without them, deliveries
+    sealed before the upgrade would stay readable after their consent was revoked.
+    """
+    if conn.execute(sa.select(delivery_consents.c.delivery_id).limit(1)).first() is not None:
+        return
+    rows = conn.execute(sa.select(delivery_keys.c.delivery_id, delivery_keys.c.consent_ids))
+    links = [
+        {"consent_id": consent_id, "delivery_id": row.delivery_id}
+        for row in rows
+        for consent_id in (row.consent_ids or [])
+    ]
+    insert_many(conn, delivery_consents, links)
 
 
 # Sealed delivery views and their wrapped data keys. The ciphertext also travels on Kafka; the wrapped

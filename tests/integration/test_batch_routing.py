@@ -147,3 +147,32 @@ def test_a_redelivered_batch_keeps_the_first_seal_and_adds_no_row(wired: dict[st
     assert wired["project"].routed(again) == 0
     assert _count(engine, rows, ids=ids) == before
     assert _count(engine, "SELECT count(*) FROM referrals WHERE referral_id = ANY(:ids)", ids=ids) == len(ids)
+
+
+def test_a_database_from_before_the_consent_links_gets_them_when_the_hub_starts(
+    wired: dict[str, Any],
+) -> None:
+    from hub.adapters.db import create_schema
+    from hub.adapters.vault import SqlKeyVault
+    from hub.services.routing import Routed
+
+    intakes = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))]
+    routed = [o for o in wired["route"].many([(i, ()) for i in intakes]) if isinstance(o, Routed)]
+    wired["project"].routed(routed)
+    engine = wired["engine"]
+    ids = [d.delivery_id for r in routed for d in r.deliveries]
+    with engine.connect() as conn:
+        sealed = conn.execute(
+            sa.text("SELECT delivery_id, consent_ids FROM delivery_keys WHERE delivery_id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
+    under_consent = [(row.delivery_id, c) for row in sealed for c in row.consent_ids]
+    assert under_consent, "the samples hold consent-based deliveries"
+    with engine.begin() as conn:  # the database as it was before the link table existed
+        conn.execute(sa.text("DROP TABLE delivery_consents"))
+
+    create_schema(engine)  # what every hub process does when it starts
+
+    vault = SqlKeyVault(engine)
+    for delivery_id, consent_id in under_consent:  # a revocation finds each one to withdraw
+        assert delivery_id in {s.delivery_id for s in vault.unopened_under_consent(consent_id)}
