@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     step("worker.seal_delivery", seal)
-    step("worker.vault_put_once", lambda i: vault.put_once(seals[i]))
+    step("worker.vault_put", lambda i: vault.put_many([seals[i]]))
 
     # The whole routing use case (the steps above end to end, on fresh referrals' intake).
     def copies(tag: str) -> list[Any]:
@@ -262,7 +262,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     fresh = copies("rfx-")
     step("worker.route (use case)", lambda i: routed.__setitem__(i, route(fresh[i])))
-    step("worker.project_referral", lambda i: project.referral(fresh[i], now, routed[i].plan.ruleset_version))
     step(
         "worker.delivery_encode",
         lambda i: delivery_bytes.__setitem__(
@@ -270,7 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
     )
     step("worker.delivery_decode", lambda i: DeliveryCreated.model_validate(orjson.loads(delivery_bytes[i])))
-    step("worker.project_delivery", lambda i: project.delivery(routed[i].deliveries[0]))
+    step("worker.project_routed", lambda i: project.routed([routed[i]]))
     events = [disclosure_event(routed[i].deliveries[0]) for i in range(total)]
     step("worker.audit_append (1 event)", lambda i: append([events[i]]))
 
@@ -344,14 +343,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prof = cProfile.Profile()
         prof.enable()
         for i in range(args.n):
-            r = route(again[i])
-            project.referral(again[i], now, r.plan.ruleset_version)
-            for d in r.deliveries:
-                project.delivery(
-                    DeliveryCreated.model_validate(orjson.loads(orjson.dumps(d.model_dump(mode="json"))))
-                )
+            project.routed([route(again[i])])
         prof.disable()
-        print("\n--- cProfile: worker steps (route + project referral + project delivery) ---")
+        print("\n--- cProfile: worker steps (route + project the routed referral) ---")
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
     api = sum(v["cpu_us"] for k, v in steps.items() if k.startswith("api.") and "whole" not in k)
@@ -367,7 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "worker.plan_routes",
             "worker.decide_disclosure",
             "worker.seal_delivery",
-            "worker.vault_put_once",
+            "worker.vault_put",
         )
     )
     print(f"\n{'step':<42} {'wall us':>9} {'cpu us':>9}")

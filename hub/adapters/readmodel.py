@@ -28,20 +28,6 @@ class SqlReadModel:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def _insert_once(self, conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
-        return insert_once(conn, table, values)
-
-    def record_referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
-        with self._engine.begin() as conn:
-            return self._insert_once(conn, referrals, _referral_row(event, routed_at, ruleset_version))
-
-    def record_delivery(self, event: DeliveryCreated) -> bool:
-        with self._engine.begin() as conn:
-            inserted = self._insert_once(conn, deliveries, _delivery_row(event))
-            if inserted:
-                self._insert_once(conn, timeline, _delivered_row(event))
-            return inserted
-
     def record_routed(
         self,
         routed: Sequence[tuple[ReferralSubmitted, datetime, str]],
@@ -65,7 +51,7 @@ class SqlReadModel:
 
     def record_status(self, event: TaskStatusChanged) -> bool:
         with self._engine.begin() as conn:
-            if not self._insert_once(
+            if not insert_once(
                 conn,
                 timeline,
                 {
@@ -197,7 +183,7 @@ class SqlReadModel:
 
     def record_opened(self, event: DeliveryOpened) -> bool:
         with self._engine.begin() as conn:
-            return self._insert_once(
+            return insert_once(
                 conn,
                 timeline,
                 {
@@ -211,14 +197,6 @@ class SqlReadModel:
                     "at": event.at,
                 },
             )
-
-    def record_refusal(
-        self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
-    ) -> bool:
-        """A recipient the rules chose but no legal basis allowed: visible to the referrer only."""
-        refusal = Refusal(event_id, referral_id, recipient_org, reason_code, at)
-        with self._engine.begin() as conn:
-            return self._insert_once(conn, timeline, _refusal_row(refusal))
 
 
 def _referral_row(event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> dict[str, Any]:

@@ -16,16 +16,13 @@ class SqlKeyVault:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def put_once(self, seal: StoredSeal) -> StoredSeal:
-        """Store a seal unless one exists for the delivery; return the stored one either way.
+    def put_many(self, seals: Sequence[StoredSeal]) -> dict[str, StoredSeal]:
+        """Store each seal unless one exists for its delivery: delivery id -> the seal that is stored.
 
         A worker that crashed after sealing re-seals with a fresh data key on restart; keeping the
-        first seal makes the ciphertext on Kafka, in the read model and here the same.
+        first seal makes the ciphertext on Kafka, in the read model and here the same. One
+        transaction for the batch.
         """
-        return self.put_many([seal])[seal.delivery_id]
-
-    def put_many(self, seals: Sequence[StoredSeal]) -> dict[str, StoredSeal]:
-        """``put_once`` for a batch in one transaction: delivery id -> the seal that is stored."""
         if not seals:
             return {}
         with self._engine.begin() as conn:

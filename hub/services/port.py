@@ -79,13 +79,6 @@ class Refusal:
 
 
 class ReadModel(Protocol):
-    def record_referral(
-        self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str
-    ) -> bool: ...
-
-    def record_delivery(self, event: DeliveryCreated) -> bool:
-        """Insert once; return False when this delivery was already projected (a redelivery)."""
-
     def record_status(self, event: TaskStatusChanged) -> bool: ...
 
     def delivery_by_task(self, task_id: str) -> DeliveryRow | None: ...
@@ -103,10 +96,6 @@ class ReadModel(Protocol):
     def declined_orgs(self, referral_id: str) -> list[str]: ...
 
     def record_opened(self, event: DeliveryOpened) -> bool: ...
-
-    def record_refusal(
-        self, event_id: str, referral_id: str, recipient_org: str, reason_code: str, at: datetime
-    ) -> bool: ...
 
     def record_routed(
         self,
@@ -145,10 +134,8 @@ class StoredSeal:
 
 
 class KeyVault(Protocol):
-    def put_once(self, seal: StoredSeal) -> StoredSeal: ...
-
     def put_many(self, seals: Sequence[StoredSeal]) -> dict[str, StoredSeal]:
-        """put_once for a batch: delivery id -> the seal that is stored (the first one written)."""
+        """Store each seal once: delivery id -> the seal that is stored (the first one written)."""
 
     def get(self, delivery_id: str) -> StoredSeal | None: ...
 

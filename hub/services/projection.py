@@ -7,28 +7,18 @@ from datetime import datetime
 
 from hub.services.port import ReadModel, Refusal
 from hub.services.routing import Routed
-from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
+from schemas.envelope import DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
 
 class Project:
     def __init__(self, read_model: ReadModel) -> None:
         self._rm = read_model
 
-    def referral(self, event: ReferralSubmitted, routed_at: datetime, ruleset_version: str) -> bool:
-        return self._rm.record_referral(event, routed_at, ruleset_version)
-
-    def delivery(self, event: DeliveryCreated) -> bool:
-        return self._rm.record_delivery(event)
-
     def status(self, event: TaskStatusChanged) -> bool:
         return self._rm.record_status(event)
 
     def opened(self, event: DeliveryOpened) -> bool:
         return self._rm.record_opened(event)
-
-    def refusal(self, referral_id: str, recipient_org: str, reason_code: str, at: datetime) -> bool:
-        r = _refusal(referral_id, recipient_org, reason_code, at)
-        return self._rm.record_refusal(r.event_id, r.referral_id, r.recipient_org, r.reason_code, r.at)
 
     def routed(self, batch: Sequence[Routed]) -> int:
         """Referrals, refusals and deliveries of routed referrals, in one transaction.
