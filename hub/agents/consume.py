@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
@@ -32,6 +33,8 @@ T = TypeVar("T")
 # BATCH records to a database transaction and one wait for the broker.
 BATCH = 200
 ROUTE_LINGER_S = 0.005
+# Routing batches whose records may await the broker's acknowledgement while the next is routed.
+ROUTE_DEPTH = 2
 RETRY_FOR_S = 30.0
 
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "KafkaTimeoutError"}
@@ -62,32 +65,52 @@ async def retrying(call: Callable[[], Awaitable[T]], what: str, retry_for_s: flo
 
 async def each_batch(
     stream: StreamT,
-    handle: Callable[[list[EventT]], Awaitable[None]],
+    handle: Callable[[list[EventT]], Awaitable[Awaitable[None] | None]],
     *,
     size: int = BATCH,
     linger: float = 0.0,
+    depth: int = 1,
 ) -> None:
-    """Hand ``handle`` the records as they arrive, up to ``size`` at a time; ack them after it returns.
+    """Hand ``handle`` the records as they arrive, up to ``size`` at a time; ack them once handled.
 
     A reader task moves records from the stream into a queue of ``size`` (so a backlog waits in
     Kafka, not in memory); the step takes the first record waiting and whatever else is already
     there, after ``linger`` seconds when the step asks for it. No timer polls for a batch while the
     stream is idle (faust's ``take`` wakes every ``within`` seconds even then).
-    ``handle`` dead-letters what it cannot process itself; an exception out of it stops the agent
-    with the batch unacknowledged.
+
+    ``handle`` may return a *settle* awaitable: the rest of the batch's work that only waits (for
+    the broker to acknowledge what the step produced). At most ``depth`` batches are in flight —
+    the one being handled and up to ``depth - 1`` earlier ones still settling — so one batch's
+    wait for the broker overlaps the next batch's database work; records are still acked strictly
+    in order, each batch only after its settle has finished. ``handle`` dead-letters what it
+    cannot process itself; an exception out of it or out of a settle stops the agent with the
+    batch unacknowledged.
     """
     source = cast(faust.Stream, stream).noack()
     queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=size)
+    settling: deque[tuple[asyncio.Future[None], list[EventT]]] = deque()
 
     async def read() -> None:
         async for event in source.events():
             await queue.put(event)
 
+    async def ack_settled(keep: int) -> None:
+        # Ack finished batches in order; wait for the oldest while more than ``keep`` are pending.
+        while settling and (len(settling) > keep or settling[0][0].done()):
+            settle, done = settling.popleft()
+            await settle
+            for event in done:
+                await source.ack(event)
+
     reader = asyncio.ensure_future(read())
     try:
         while True:
             first = asyncio.ensure_future(queue.get())
-            await asyncio.wait({first, reader}, return_when=asyncio.FIRST_COMPLETED)
+            while not (first.done() or reader.done()):
+                # Waiting for records; meanwhile ack each batch as it settles.
+                waiting = {first, reader, *(settling[0][:1] if settling else ())}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                await ack_settled(depth)
             if not first.done():  # the stream ended (agent stopping) or its reader failed
                 first.cancel()
                 reader.result()
@@ -99,11 +122,18 @@ async def each_batch(
                 await asyncio.sleep(linger)
             while len(events) < size and not queue.empty():
                 events.append(queue.get_nowait())
-            await handle(events)
-            for event in events:
-                await source.ack(event)
+            settle = await handle(events)
+            if settle is None:
+                await ack_settled(0)
+                for event in events:
+                    await source.ack(event)
+                continue
+            settling.append((asyncio.ensure_future(settle), events))
+            await ack_settled(depth - 1)
     finally:
         reader.cancel()
+        for settle, _ in settling:  # not acked: the next owner of the partition handles them again
+            settle.cancel()
 
 
 async def each_event(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Awaitable, Sequence
 
 import faust
 import orjson
 from faust.types import EventT, StreamT
 
-from hub.agents.consume import ROUTE_LINGER_S, each_batch, observe_batch, retrying
+from hub.agents.consume import ROUTE_DEPTH, ROUTE_LINGER_S, each_batch, observe_batch, retrying
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.metrics import DELIVERIES, REFUSALS
 from hub.agents.pipeline import PipelineServices
@@ -48,29 +49,60 @@ async def route_and_send(
 ) -> list[Routed | Exception]:
     """Route referrals (each with the organisations that declined it), project and send the outcome.
 
-    Returns, in order, each referral's routing or the exception that stopped it. A database outage
-    is waited out for a while; then, and for any other failure of the batch as a whole, the batch
-    falls back to one referral at a time so that only a referral that fails alone is reported.
+    Returns, in order, each referral's routing or the exception that stopped it, once the broker has
+    acknowledged everything sent. A database outage is waited out for a while; then, and for any
+    other failure of the batch as a whole, the batch falls back to one referral at a time so that
+    only a referral that fails alone is reported.
+    """
+    outcomes, sent = await route_and_stage(app, services, items)
+    try:
+        await sent
+    except Exception:  # the broker did not confirm: route again and wait (every effect is idempotent)
+        return await _one_by_one(app, services, items)
+    return outcomes
+
+
+async def route_and_stage(
+    app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
+) -> tuple[list[Routed | Exception], Awaitable[None]]:
+    """``route_and_send`` up to the point where only the broker's acknowledgements are awaited.
+
+    Returns the outcomes and an awaitable that completes once every delivery and audit event sent
+    has been acknowledged (and raises if one was not): the caller may route the next batch while
+    this one's records are on their way, and commit the input offsets only after it completes.
     """
     if not items:
-        return []
+        return [], _nothing()
     try:
         return await retrying(lambda: _route_batch(app, services, items), STEP)
     except Exception:
         if len(items) == 1:
             raise
+    outcomes = await _one_by_one(app, services, items)
+    return outcomes, _nothing()
+
+
+async def _one_by_one(
+    app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
+) -> list[Routed | Exception]:
     outcomes: list[Routed | Exception] = []
     for item in items:
         try:
-            outcomes.extend(await retrying(lambda item=item: _route_batch(app, services, [item]), STEP))  # type: ignore[misc]
+            routed, sent = await retrying(lambda item=item: _route_batch(app, services, [item]), STEP)  # type: ignore[misc]
+            await sent
+            outcomes.extend(routed)
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def _route_batch(
     app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
-) -> list[Routed | Exception]:
+) -> tuple[list[Routed | Exception], Awaitable[None]]:
     def route_and_project() -> list[Routed | Exception]:  # one hand-off to a thread, not two
         outcomes = services.route.many(items)
         services.project.routed([o for o in outcomes if isinstance(o, Routed)])
@@ -78,9 +110,7 @@ async def _route_batch(
 
     outcomes = await asyncio.to_thread(route_and_project)
     routed = [o for o in outcomes if isinstance(o, Routed)]
-    sink = app.topic(
-        services.topic_name(DELIVERIES_CREATED.name), value_serializer="raw", key_serializer="raw"
-    )
+    sink = _deliveries_topic(app, services)
     audit: list[AuditEvent] = []
     pending = []
     for r in routed:
@@ -101,14 +131,31 @@ async def _route_batch(
                     r.at,
                 )
             )
-    # Wait for the broker before the input offsets may be committed: at-least-once, nothing lost.
-    await asyncio.gather(*pending, services.audit.record_many(audit))
-    for r in routed:
-        for x in r.refused:
-            REFUSALS.labels(x.outcome.reason_code or "unknown").inc()
-        for delivery in r.deliveries:
-            DELIVERIES.labels(delivery.legal_basis).inc()
-    return outcomes
+    # Sent now, acknowledged later: the input offsets are committed only once this completes
+    # (at-least-once, nothing lost).
+    recorded = asyncio.ensure_future(services.audit.record_many(audit))
+
+    async def acknowledged() -> None:
+        await asyncio.gather(*pending, recorded)
+        for r in routed:
+            for x in r.refused:
+                REFUSALS.labels(x.outcome.reason_code or "unknown").inc()
+            for delivery in r.deliveries:
+                DELIVERIES.labels(delivery.legal_basis).inc()
+
+    return outcomes, acknowledged()
+
+
+_SINKS: weakref.WeakKeyDictionary[faust.App, dict[str, faust.TopicT]] = weakref.WeakKeyDictionary()
+
+
+def _deliveries_topic(app: faust.App, services: PipelineServices) -> faust.TopicT:
+    name = services.topic_name(DELIVERIES_CREATED.name)
+    sinks = _SINKS.setdefault(app, {})
+    sink = sinks.get(name)
+    if sink is None:
+        sink = sinks[name] = app.topic(name, value_serializer="raw", key_serializer="raw")
+    return sink
 
 
 def register(app: faust.App, services: PipelineServices) -> None:
@@ -134,7 +181,23 @@ def register(app: faust.App, services: PipelineServices) -> None:
             )
         )
 
-    async def handle(events: list[EventT]) -> None:
+    async def report(
+        pairs: Sequence[tuple[EventT, ReferralSubmitted]],
+        outcomes: Sequence[Routed | Exception],
+        gaps: bool = True,
+    ) -> int:
+        failed = 0
+        for (event, submitted), outcome in zip(pairs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                failed += 1
+                await send_dead_letter(app, services, STEP, event, outcome)
+            elif gaps and not outcome.plan.matched:
+                # Delivered to triage by the fallback, and recorded as a dead letter so operators
+                # see that the rules have a gap: never silent.
+                await send_dead_letter(app, services, STEP, event, NoRouteMatched(submitted.referral_id))
+        return failed
+
+    async def handle(events: list[EventT]) -> Awaitable[None]:
         start = time.perf_counter()
         decoded: list[tuple[EventT, ReferralSubmitted]] = []
         failed = 0
@@ -144,17 +207,24 @@ def register(app: faust.App, services: PipelineServices) -> None:
             except Exception as exc:  # not an intake envelope: a dead letter, the rest go on
                 failed += 1
                 await send_dead_letter(app, services, STEP, event, exc)
-        outcomes = await route_and_send(app, services, [(submitted, ()) for _, submitted in decoded])
-        for (event, submitted), outcome in zip(decoded, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                failed += 1
-                await send_dead_letter(app, services, STEP, event, outcome)
-            elif not outcome.plan.matched:
-                # Delivered to triage by the fallback, and recorded as a dead letter so operators
-                # see that the rules have a gap: never silent.
-                await send_dead_letter(app, services, STEP, event, NoRouteMatched(submitted.referral_id))
+        outcomes, sent = await route_and_stage(app, services, [(submitted, ()) for _, submitted in decoded])
+        failed += await report(decoded, outcomes)
         observe_batch(STEP, len(events) - failed, failed, time.perf_counter() - start)
+
+        async def settle() -> None:
+            # The next batch is routed while this one's records are acknowledged (each_batch acks
+            # the input only after this). Unconfirmed: route those referrals again and wait.
+            try:
+                await sent
+            except Exception as exc:
+                log.warning("unconfirmed by the broker, routing again", extra={"error": type(exc).__name__})
+                again = [(e, x) for (e, x), o in zip(decoded, outcomes, strict=True) if isinstance(o, Routed)]
+                await report(
+                    again, await route_and_send(app, services, [(x, ()) for _, x in again]), gaps=False
+                )
+
+        return settle()
 
     @app.agent(source, name=STEP)
     async def route_referrals(stream: StreamT) -> None:
-        await each_batch(stream, handle, linger=ROUTE_LINGER_S)
+        await each_batch(stream, handle, linger=ROUTE_LINGER_S, depth=ROUTE_DEPTH)
