@@ -31,7 +31,7 @@ from typing import Any
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
-from schemas import scoring
+from schemas import fhirspeed, scoring
 from schemas.canonical import (  # noqa: F401  (re-exported: the pipeline imports them from here)
     BASE,
     CS_AGENCY_TYPE,
@@ -158,6 +158,8 @@ def _direct_type_lookup() -> None:
 
 
 _direct_type_lookup()
+# fhir_core's per-object model validators, made to reuse per-class constants (see schemas/fhirspeed.py).
+fhirspeed.install()
 
 
 @dataclass(frozen=True)
