@@ -11,6 +11,11 @@ Run: .venv/bin/python bench/bench_schemas.py [--seconds 0.3] [--repeats 5]
 Each figure is the fastest of ``--repeats`` runs of as many calls as fit in ``--seconds`` (the least
 disturbed by other load on the machine; the median is recorded in the JSON as well).
 Writes bench/results/schemas.json.
+
+  --fhir-validators   instead: CPU per ``Bundle.model_validate`` of one sample with fhir_core's own
+                      model validators and with schemas/fhirspeed.py's, in one process, alternating
+                      ``--rounds`` times, ``--seconds`` of ``time.process_time()`` each; prints the
+                      medians and writes bench/results/fhir_validators.json.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from fhir.resources.R4B.bundle import Bundle  # noqa: E402
 
 from hub.domain.consent import Disclosure, Recipient, decide  # noqa: E402
 from hub.domain.disclosure import categorise, minimise  # noqa: E402
-from schemas import profile  # noqa: E402
+from schemas import fhirspeed, profile  # noqa: E402
 from schemas.policy import default_disclosure_policy  # noqa: E402
 from schemas.profile import validate_referral  # noqa: E402
 
@@ -167,11 +172,65 @@ def bench_sample(name: str, seconds: float, repeats: int) -> dict[str, Any]:
     }
 
 
+def cpu_per_call_us(fn: Callable[[], Any], seconds: float) -> float:
+    """CPU µs per call (``time.process_time``) over a loop of at least ``seconds`` of CPU."""
+    calls = 0
+    start = time.process_time()
+    while (spent := time.process_time() - start) < seconds:
+        for _ in range(20):
+            fn()
+        calls += 20
+    return spent / calls * 1e6
+
+
+def bench_fhir_validators(sample: str, seconds: float, rounds: int) -> None:
+    """fhir_core's model validators against schemas/fhirspeed.py's, alternating in one process."""
+    data = json.loads((SAMPLES / f"{sample}.json").read_bytes())
+    if not fhirspeed.active():
+        raise SystemExit("the fast validators are not in effect (another fhir_core?)")
+    variants = {"library": fhirspeed.uninstall, "fast": fhirspeed.install}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for switch in variants.values():  # warm up both
+            switch()
+            for _ in range(50):
+                Bundle.model_validate(data)
+        for _ in range(rounds):
+            for name, switch in variants.items():
+                switch()
+                runs[name].append(cpu_per_call_us(lambda: Bundle.model_validate(data), seconds))
+    finally:
+        fhirspeed.install()
+    median = {name: statistics.median(r) for name, r in runs.items()}
+    for name, r in runs.items():
+        print(f"{name:<8} median {median[name]:7.0f} µs CPU  runs " + " ".join(f"{x:.0f}" for x in r))
+    print(f"fast / library = {median['fast'] / median['library']:.2f}")
+    out = {
+        "benchmark": "Bundle.model_validate: fhir_core's model validators vs schemas/fhirspeed.py",
+        "unit": "CPU microseconds per call (time.process_time), median of the rounds",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "settings": {"sample": sample, "seconds": seconds, "rounds": rounds},
+        "median_us": median,
+        "runs_us": runs,
+    }
+    target = ROOT / "bench" / "results" / "fhir_validators.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"written {target.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="time budget per operation and sample")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fhir-validators", action="store_true", help="A/B fhir_core's model validators")
+    parser.add_argument("--rounds", type=int, default=5, help="A/B rounds for --fhir-validators")
+    parser.add_argument("--sample", default="referral-camhs-discharge-school", help="for --fhir-validators")
     args = parser.parse_args()
+    if args.fhir_validators:
+        bench_fhir_validators(args.sample, args.seconds, args.rounds)
+        return
     results = {name: bench_sample(name, args.seconds, args.repeats) for name in PATHWAYS}
     width = max(len(n) for n in results) - len("referral-")
     header = f"{'sample (µs per op)':<{width}} {'bytes':>6} " + " ".join(f"{op:>10}" for op in OPS)
