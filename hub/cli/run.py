@@ -123,9 +123,11 @@ def worker() -> None:
     import faust
 
     from hub.bootstrap import build_worker
+    from hub.cli.heap import tune_gc
 
     settings = load_settings()
     app = build_worker(settings)
+    tune_gc()
     from hub.observability import logging_config
 
     level = {"warn": "WARNING", "crit": "CRITICAL"}.get(
@@ -140,9 +142,12 @@ def api() -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
+    from hub.cli.heap import tune_gc
+
     settings = load_settings()
     from hub.observability import logging_config
 
+    tune_gc()
     uvicorn.run(
         "hub.bootstrap:api_factory",
         log_config=logging_config(),
