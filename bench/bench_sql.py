@@ -1,0 +1,193 @@
+"""Client CPU and wall per referral of the routing step's SQL writes, on a real PostgreSQL.
+
+Run: .venv/bin/python bench/bench_sql.py [--sizes 1,10,100] [--referrals 200] [--repeats 3]
+
+Times ``SqlKeyVault.put_many`` + ``SqlReadModel.record_routed`` (what the worker runs per batch after
+routing) for batches of 1, 10 and 100 referrals routed from the sample Bundles (their deliveries,
+refusals and sealed views, as ``RouteReferral.many`` makes them). Every batch holds fresh referrals,
+so every row is new, as in the steady state. Figures are the fastest of ``--repeats`` passes over
+``--referrals`` referrals per size, after one warm-up batch (SQLAlchemy's compile cache and psycopg's
+prepared statements warm). CPU is this process's (``time.process_time``): the client side, which
+is what the worker pays; the server's work shows in wall only.
+Uses HUB_DATABASE_URL's server or the test server (tests/support/servers.py); a fresh database,
+dropped afterwards. Writes bench/results/sql.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SAMPLES = ROOT / "schemas" / "samples"
+
+
+class _KeepSeals:
+    """A vault that stores nothing: routing makes the seals, the timed part stores them."""
+
+    last: Sequence[Any] = ()
+
+    def put_many(self, seals: Sequence[Any]) -> dict[str, Any]:
+        self.last = seals
+        return {seal.delivery_id: seal for seal in seals}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="1,10,100")
+    p.add_argument("--referrals", type=int, default=200, help="referrals timed per size and pass")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cprofile", action="store_true", help="print cProfile's top functions of the writes")
+    p.add_argument("--output", default=str(ROOT / "bench" / "results" / "sql.json"))
+    args = p.parse_args()
+
+    import sqlalchemy as sa
+
+    from tests.support.servers import fresh_database, postgres_url
+
+    with postgres_url() as pg_admin:
+        name = f"sql{uuid.uuid4().hex[:8]}"
+        db_url = fresh_database(pg_admin, name)
+        os.environ.update({"HUB_DATABASE_URL": db_url, "HUB_VAR_DIR": tempfile.mkdtemp(prefix="qixin-sql-")})
+        try:
+            rows = run(args)
+        finally:
+            admin = sa.create_engine(pg_admin, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+    result = {
+        "benchmark": "sql",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "referrals": args.referrals,
+        "repeats": args.repeats,
+        "rows": rows,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from hub.adapters.clock import SystemClock
+    from hub.adapters.consentsql import SqlConsents
+    from hub.adapters.db import create_schema
+    from hub.adapters.directory import load_directory
+    from hub.adapters.readmodel import SqlReadModel
+    from hub.adapters.sealing import HubSealing, open_or_initialise
+    from hub.adapters.vault import SqlKeyVault
+    from hub.bootstrap import build_engine, build_router
+    from hub.services.consent import CurrentConsents
+    from hub.services.crypto_port import HUB_OWNER, KeyKind
+    from hub.services.disclosure import ConsentDisclosure
+    from hub.services.projection import Project
+    from hub.services.routing import Routed, RouteReferral
+    from hub.settings import load_settings
+    from schemas.envelope import ReferralSubmitted
+    from schemas.policy import default_disclosure_policy
+    from schemas.profile import validate_referral
+
+    settings = load_settings()
+    engine = build_engine(settings)
+    create_schema(engine)
+    store = open_or_initialise(settings.keys)
+    store.ensure(HUB_OWNER, KeyKind.ED25519)
+    for organisation in load_directory(settings.rules.directory_file).organisations:
+        store.ensure(organisation.id, KeyKind.X25519)
+        store.ensure(organisation.id, KeyKind.ED25519)
+    sealing = HubSealing(store, True)
+    clock = SystemClock()
+    disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine)))
+    keep = _KeepSeals()
+    route = RouteReferral(
+        build_router(settings), clock, opener=sealing, disclosure=disclosure, sealing=sealing, vault=keep
+    )
+    samples = [json.loads(s.read_text(encoding="utf-8")) for s in sorted(SAMPLES.glob("referral-*.json"))]
+
+    def intake(i: int) -> ReferralSubmitted:
+        sample = samples[i % len(samples)]
+        header = dict(sample["entry"][0]["resource"], id=f"mh-sql-{uuid.uuid4().hex[:10]}")
+        bundle = dict(sample, entry=[dict(sample["entry"][0], resource=header), *sample["entry"][1:]])
+        body = json.dumps(bundle, ensure_ascii=False).encode()
+        v = validate_referral(bundle, size=len(body))
+        token, kid = sealing.seal_for_hub(v.referral_id, body)
+        return ReferralSubmitted(
+            event_id=str(uuid.uuid4()),
+            referral_id=v.referral_id,
+            idempotency_key=v.idempotency_key,
+            submitted_at=clock.now(),
+            student_pseudonym=v.student_pseudonym,
+            facts=v.facts,
+            sealed_bundle=token,
+            bundle_key_id=kid,
+        )
+
+    def batches(size: int, count: int) -> list[tuple[Sequence[Any], list[Routed]]]:
+        out = []
+        for _ in range(count):
+            outcomes = route.many([(intake(i), ()) for i in range(size)])
+            out.append((keep.last, [o for o in outcomes if isinstance(o, Routed)]))
+        return out
+
+    vault = SqlKeyVault(engine)
+    project = Project(SqlReadModel(engine))
+
+    def write(batch: tuple[Sequence[Any], list[Routed]]) -> None:
+        seals, routed = batch
+        vault.put_many(seals)
+        project.routed(routed)
+
+    prof = cProfile.Profile() if args.cprofile else None
+    rows = []
+    for size in [int(s) for s in args.sizes.split(",")]:
+        per_pass = max(1, args.referrals // size)
+        work = batches(size, 1 + per_pass * args.repeats)
+        deliveries = sum(len(r.deliveries) for _, b in work for r in b) / sum(len(b) for _, b in work)
+        write(work[0])  # warm-up
+        best_wall = best_cpu = float("inf")
+        for r in range(args.repeats):
+            chunk = work[1 + r * per_pass : 1 + (r + 1) * per_pass]
+            if prof:
+                prof.enable()
+            w0, c0 = time.perf_counter(), time.process_time()
+            for batch in chunk:
+                write(batch)
+            if prof:
+                prof.disable()
+            n = sum(len(b) for _, b in chunk)
+            best_wall = min(best_wall, (time.perf_counter() - w0) / n * 1e6)
+            best_cpu = min(best_cpu, (time.process_time() - c0) / n * 1e6)
+        row = {
+            "batch": size,
+            "deliveries_per_referral": round(deliveries, 2),
+            "cpu_us": round(best_cpu, 1),
+            "wall_us": round(best_wall, 1),
+        }
+        rows.append(row)
+        print(f"batch {size:>4}: cpu {best_cpu:8.1f} µs/referral   wall {best_wall:8.1f} µs/referral")
+    engine.dispose()
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
