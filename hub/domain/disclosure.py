@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from schemas.canonical import SD_EMERGENCY_REASON
 from schemas.policy import CODE, ENVELOPE, RESOURCE, ClassifyRule, DisclosurePolicy, ResourcePolicy
@@ -20,9 +21,12 @@ NEVER = "never"  # keep mode of resources the policy does not know
 PERSON_RESOURCES = frozenset({"Patient", "RelatedPerson"})
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """One labelled piece of a resource: a whole element, or one item of a list element."""
+class Part(NamedTuple):
+    """One labelled piece of a resource: a whole element, or one item of a list element.
+
+    A NamedTuple, not a frozen dataclass: categorise builds dozens per Bundle and a frozen
+    dataclass's ``__init__`` costs several times a tuple's.
+    """
 
     entry: int
     element: str
@@ -44,6 +48,16 @@ class Content:
     person_refs: frozenset[str]  # references to the student or the guardian
     categories: frozenset[str]  # data categories present in the Bundle
     emergency_reason: str | None = None
+
+    @cached_property
+    def by_entry(self) -> tuple[tuple[tuple[Part, Any], ...], ...]:
+        """Per entry, its parts in order with their raw values: minimise runs once per recipient."""
+        grouped: list[list[tuple[Part, Any]]] = [[] for _ in self.keep]
+        entries = self.bundle.get("entry") or []
+        for part in self.parts:
+            value = entries[part.entry]["resource"][part.element]
+            grouped[part.entry].append((part, value if part.item is None else value[part.item]))
+        return tuple(tuple(g) for g in grouped)
 
     def categories_of(self, entry: int) -> frozenset[str]:
         return frozenset(p.category for p in self.parts if p.entry == entry and p.category != ENVELOPE)
@@ -183,27 +197,57 @@ _REMOVED = _Removed()
 
 
 def _prune(value: Any, dropped: frozenset[str], persons: frozenset[str]) -> Any:
-    """Copy ``value`` without references to dropped resources (and without display text naming a person)."""
+    """Copy ``value`` without references to dropped resources (and without display text naming a person).
+
+    Empty objects and lists left behind go too (``_REMOVED``). Scalars are copied inline by the
+    dict and list walkers rather than through a call each: most of a Bundle's leaves are scalars.
+    """
     kind = type(value)
     if kind is dict:
-        ref = value.get("reference")
-        strip_display = False
-        if type(ref) is str:
-            if ref in dropped:
-                return _REMOVED
-            strip_display = ref in persons
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if strip_display and key == "display":
-                continue
-            pruned = _prune(item, dropped, persons)
-            if pruned is not _REMOVED:
-                out[key] = pruned
-        return out or _REMOVED
+        return _prune_dict(value, dropped, persons)
     if kind is list:
-        items = [p for p in (_prune(v, dropped, persons) for v in value) if p is not _REMOVED]
-        return items or _REMOVED
+        return _prune_list(value, dropped, persons)
     return value
+
+
+def _prune_dict(value: dict[str, Any], dropped: frozenset[str], persons: frozenset[str]) -> Any:
+    ref = value.get("reference")
+    strip_display = False
+    if type(ref) is str:
+        if ref in dropped:
+            return _REMOVED
+        strip_display = ref in persons
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if strip_display and key == "display":
+            continue
+        kind = type(item)
+        if kind is dict:
+            item = _prune_dict(item, dropped, persons)
+            if item is _REMOVED:
+                continue
+        elif kind is list:
+            item = _prune_list(item, dropped, persons)
+            if item is _REMOVED:
+                continue
+        out[key] = item
+    return out or _REMOVED
+
+
+def _prune_list(value: list[Any], dropped: frozenset[str], persons: frozenset[str]) -> Any:
+    items: list[Any] = []
+    for item in value:
+        kind = type(item)
+        if kind is dict:
+            item = _prune_dict(item, dropped, persons)
+            if item is _REMOVED:
+                continue
+        elif kind is list:
+            item = _prune_list(item, dropped, persons)
+            if item is _REMOVED:
+                continue
+        items.append(item)
+    return items or _REMOVED
 
 
 def minimise(
@@ -222,20 +266,23 @@ def minimise(
     allowed_set = frozenset(allowed)
     # Consent ids are qualified by the student ("<pseudonym>/<Consent.id>"); the Bundle holds the bare id.
     consent_set = frozenset(c.rsplit("/", 1)[-1] for c in consent_ids)
-    by_entry: dict[int, list[Part]] = {}
-    for part in content.parts:
-        if part.category == ENVELOPE or (
-            part.category in allowed_set and not (deny_free_text and part.free_text)
-        ):
-            by_entry.setdefault(part.entry, []).append(part)
+    persons = content.person_refs
+    # Per entry, the parts this recipient may see, in the Bundle's order, with their raw values.
+    selected: list[list[tuple[Part, Any]]] = []
     kept: list[int] = []
     dropped: set[str] = set()
-    for i, mode in enumerate(content.keep):
-        parts = by_entry.get(i, [])
+    for i, (mode, labelled) in enumerate(zip(content.keep, content.by_entry, strict=True)):
+        parts = [
+            pv
+            for pv in labelled
+            if (cat := pv[0].category) == ENVELOPE
+            or (cat in allowed_set and not (deny_free_text and pv[0].free_text))
+        ]
+        selected.append(parts)
         if (
             mode == "always"
             or (mode == "basis" and content.resource_ids[i] in consent_set)
-            or (mode == "content" and any(p.category != ENVELOPE for p in parts))
+            or (mode == "content" and any(pv[0].category != ENVELOPE for pv in parts))
         ):
             kept.append(i)
         else:
@@ -246,11 +293,9 @@ def minimise(
     out_entries: list[dict[str, Any]] = []
     for i in kept:
         entry = entries[i]
-        res = entry["resource"]
-        out: dict[str, Any] = {"resourceType": res["resourceType"]}
-        for part in by_entry.get(i, []):
-            raw = res[part.element] if part.item is None else res[part.element][part.item]
-            value = _prune(raw, dropped_refs, content.person_refs)
+        out: dict[str, Any] = {"resourceType": entry["resource"]["resourceType"]}
+        for part, raw in selected[i]:
+            value = _prune(raw, dropped_refs, persons)
             if value is _REMOVED:
                 continue
             if part.item is None:
@@ -259,10 +304,10 @@ def minimise(
                 out.setdefault(part.element, []).append(value)
             if part.category != ENVELOPE:
                 present.add(part.category)
-        out_entry: dict[str, Any] = {"resource": out}
         if type(entry.get("fullUrl")) is str:
-            out_entry = {"fullUrl": entry["fullUrl"], "resource": out}
-        out_entries.append(out_entry)
+            out_entries.append({"fullUrl": entry["fullUrl"], "resource": out})
+        else:
+            out_entries.append({"resource": out})
     bundle: dict[str, Any] = {"resourceType": "Bundle"}
     for key in content.policy.bundle_elements:
         value = _prune(content.bundle.get(key), dropped_refs, content.person_refs)
