@@ -323,6 +323,9 @@ class _PgInsert:
         # The DBAPI connection of this Connection's transaction: same BEGIN, same COMMIT.
         psycopg_conn: Any = conn.connection.driver_connection
         with psycopg_conn.cursor() as cur:
+            if len(params) == 1:  # entering and leaving pipeline mode costs more than it saves here
+                cur.execute(self.sql, params[0])
+                return {r[0] for r in cur.fetchall()}
             cur.executemany(self.sql, params, returning=True)
             while True:
                 inserted.update(r[0] for r in cur.fetchall())

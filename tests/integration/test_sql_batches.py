@@ -173,3 +173,15 @@ def test_rows_of_a_failed_transaction_are_not_kept(engine: sa.Engine) -> None:
         batch_whose_next_write_fails()
 
     assert _stored(engine, ids) == []
+
+
+def test_a_single_row_that_exists_is_reported_as_not_inserted(engine: sa.Engine) -> None:
+    from hub.adapters.db import delivery_keys, insert_many
+
+    (one,) = _ids(1)
+    with engine.begin() as conn:
+        assert insert_many(conn, delivery_keys, [_seal_row(one)]) == {one}
+    with engine.begin() as conn:
+        assert insert_many(conn, delivery_keys, [dict(_seal_row(one), ciphertext="resealed")]) == set()
+
+    assert _stored(engine, [one]) == [(one, "c-" + one)]
