@@ -319,28 +319,34 @@ class _PgInsert:
             }
             for row in rows
         ]
-        inserted: set[Any] = set()
         # The DBAPI connection of this Connection's transaction: same BEGIN, same COMMIT.
         psycopg_conn: Any = conn.connection.driver_connection
-        with psycopg_conn.cursor() as cur:
-            if len(params) == 1:  # entering and leaving pipeline mode costs more than it saves here
-                cur.execute(self.sql, params[0])
-                return {r[0] for r in cur.fetchall()}
-            cur.executemany(self.sql, params, returning=True)
-            while True:
-                inserted.update(r[0] for r in cur.fetchall())
-                if not cur.nextset():
-                    break
-        return inserted
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            with psycopg_conn.cursor() as cur:
+                if len(params) == 1:  # entering and leaving pipeline mode costs more than it saves here
+                    cur.execute(self.sql, params[0])
+                    return {r[0] for r in cur.fetchall()}
+                cur.executemany(self.sql, params, returning=True)
+                inserted: set[Any] = set()
+                while True:
+                    inserted.update(r[0] for r in cur.fetchall())
+                    if not cur.nextset():
+                        break
+                return inserted
+        except dbapi_error as exc:  # the exceptions callers of SQLAlchemy expect (IntegrityError, …)
+            raise sa.exc.DBAPIError.instance(
+                self.sql, None, exc, dbapi_error, hide_parameters=True, dialect=conn.dialect
+            ) from exc
 
 
 _NO_DEFAULT = object()
-_PG_INSERTS: dict[tuple[sa.Table, tuple[str, ...]], _PgInsert | None] = {}
+_PG_INSERTS: dict[tuple[str, sa.Table, tuple[str, ...]], _PgInsert | None] = {}
 
 
 def _pg_insert(dialect: sa.Dialect, table: sa.Table, keys: tuple[str, ...]) -> _PgInsert | None:
     """The compiled single-row insert for rows with these keys; None: leave it to SQLAlchemy."""
-    cache_key = (table, keys)
+    cache_key = (dialect.driver, table, keys)
     if cache_key in _PG_INSERTS:
         return _PG_INSERTS[cache_key]
     plan = _compile_pg_insert(dialect, table, keys)

@@ -185,3 +185,19 @@ def test_a_single_row_that_exists_is_reported_as_not_inserted(engine: sa.Engine)
         assert insert_many(conn, delivery_keys, [dict(_seal_row(one), ciphertext="resealed")]) == set()
 
     assert _stored(engine, [one]) == [(one, "c-" + one)]
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_row_the_database_refuses_raises_sqlalchemys_integrity_error(engine: sa.Engine, size: int) -> None:
+    from hub.adapters.db import delivery_keys, insert_many
+
+    ids = _ids(size)
+    rows = [dict(_seal_row(d), signature=None) for d in ids]  # NOT NULL
+
+    def batch() -> None:
+        with engine.begin() as conn:
+            insert_many(conn, delivery_keys, rows)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        batch()
+    assert _stored(engine, ids) == []
