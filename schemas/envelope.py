@@ -23,6 +23,9 @@ class AgencyType(StrEnum):
     DISTRICT_OFFICE = "district-office"
 
 
+AGENCY_TYPES: frozenset[str] = frozenset(a.value for a in AgencyType)
+
+
 class RiskLevel(IntEnum):
     ATTENTION = 1
     ELEVATED = 2

@@ -59,7 +59,7 @@ from schemas.canonical import (  # noqa: F401  (re-exported: the pipeline import
     VS_GUARDIAN,
 )
 from schemas.codesystem import Terminology, terminology
-from schemas.envelope import AgencyType, ConsentSummary, ReferralFacts, RiskLevel
+from schemas.envelope import AGENCY_TYPES, AgencyType, ConsentSummary, ReferralFacts, RiskLevel
 
 V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 
@@ -943,7 +943,7 @@ def _referral(
     patient = c.one("Patient")
     c.check_focus(header, task, "Task")
     sender_type = _org_type(sender) if sender else None
-    if sender is not None and sender_type not in {t.value for t in AgencyType}:
+    if sender is not None and sender_type not in AGENCY_TYPES:
         c.fail(
             "$.entry",
             "code-unknown",

@@ -14,10 +14,9 @@ from typing import Any
 
 from hub.domain.disclosure import Content, minimise
 from hub.domain.error import HubError
-from schemas.envelope import AgencyType, ConsentSummary, ReferralFacts
+from schemas.envelope import AGENCY_TYPES, ConsentSummary, ReferralFacts
 from schemas.policy import DisclosurePolicy
 
-AGENCY_TYPES = frozenset(a.value for a in AgencyType)
 BASES = ("consent", "statutory", "emergency")
 
 # Refusal reason codes (stable: audit records and dashboards key on them).

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
+from schemas.envelope import AGENCY_TYPES as AGENCY_TYPES  # re-exported: routing reads it here
 from schemas.envelope import AgencyType
 
 # China has had no daylight saving time since 1991; a fixed offset keeps the domain free of tz data.
 CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
-AGENCY_TYPES: frozenset[str] = frozenset(a.value for a in AgencyType)
 # Agency types whose recipient depends on the student: everything else serves the whole district
 # unless the directory narrows it with ``towns``.
 TOWN_SCOPED: frozenset[str] = frozenset({AgencyType.STREET_CENTRE.value})
