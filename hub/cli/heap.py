@@ -6,10 +6,11 @@ import gc
 import os
 import threading
 
-# A referral allocates tens of thousands of short-lived objects (pydantic models, Kafka records,
-# SQL rows), so the collector's default first threshold (700 allocations) runs a young collection
-# every few hundred microseconds and an old one every few milliseconds, each old one walking the
-# whole heap of imported modules and compiled schemas. bench/README.md has the figures.
+# A referral allocates thousands of short-lived objects (pydantic models, Kafka records, SQL rows),
+# so with the interpreter's thresholds (700, 10, 10) the collector runs very often, and its older
+# generations' collections walk the whole start-up heap (modules, classes, compiled schemas). In a
+# benchmark run each process spent 0.58-1.02 s in collections with the defaults, 0.20-0.30 s with
+# these settings (bench/README.md, round 3). QIXIN_GC_DEFAULTS=1 keeps the defaults, to compare.
 YOUNG_THRESHOLD = 20_000
 OLDER_THRESHOLDS = (20, 20)
 FREEZE_AFTER_S = 5.0
