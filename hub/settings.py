@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topic import MAX_MESSAGE_BYTES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,9 @@ class KafkaSettings(BaseModel):
     # broker is unreachable, for a connection) before it answers 503 broker-unavailable with
     # Retry-After. Nothing is answered 202 unless acknowledged.
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    # The largest record: topics' max.message.bytes and the producers' max_request_size (and the
+    # consumers' fetch size). See schemas.topic.MAX_MESSAGE_BYTES for why not Kafka's 1 MiB.
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=1_048_576)
     # Where `hub kafka start` keeps jars, data and pid files (ignored by git).
     local_port: int = 9092
 

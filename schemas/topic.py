@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DAY_MS = 24 * 3600 * 1000
+# The largest record any topic takes (topic config max.message.bytes, and every producer's
+# max_request_size). The profile admits Bundles of up to 1,000,000 bytes; sealed and base64url'd
+# inside an intake envelope that is ≈ 1.34 MB, and a dead letter carries such a record again.
+# Kafka's own default (1 MiB) would refuse Bundles over ≈ 780 KB.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -16,10 +21,11 @@ class TopicSpec:
     partitions: int | None = None  # None -> the configured default
     min_insync_replicas: int | None = None
 
-    def configs(self, replication_factor: int) -> dict[str, str]:
+    def configs(self, replication_factor: int, max_message_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, str]:
         cfg = {
             "retention.ms": str(self.retention_ms),
             "cleanup.policy": "compact" if self.compacted else "delete",
+            "max.message.bytes": str(max_message_bytes),
         }
         # With 3 replicas, acks=all means "at least 2 have it"; with 1 replica, 1.
         isr = self.min_insync_replicas or (2 if replication_factor >= 3 else 1)

@@ -20,7 +20,7 @@ from connectors.common.settings import ConnectorSettings
 from hub.adapters.crypto import Ed25519Signer, PublicKeyRegistry, X25519Sealer
 from hub.services.crypto_port import HUB_OWNER, SignaturePurpose
 from schemas.envelope import InboundSubmission
-from schemas.topic import REFERRALS_INBOUND
+from schemas.topic import MAX_MESSAGE_BYTES, REFERRALS_INBOUND
 
 Sleep = Callable[[float], None]
 
@@ -253,6 +253,7 @@ class KafkaTransport:
             delivery_timeout_ms=int(settings.timeout_s * 1000) + 5000,
             request_timeout_ms=int(settings.timeout_s * 1000),
             max_block_ms=int(settings.timeout_s * 1000),
+            max_request_size=MAX_MESSAGE_BYTES,
         )
 
     def close(self) -> None:

@@ -80,7 +80,10 @@ class DeadLetterAdmin:
                     f"dead letter {dead.event_id} was already replayed", code="deadletter-replayed"
                 )
             producer = KafkaProducer(
-                bootstrap_servers=self._settings.kafka.bootstrap, acks="all", enable_idempotence=True
+                bootstrap_servers=self._settings.kafka.bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                max_request_size=self._settings.kafka.max_message_bytes,
             )
             try:
                 producer.send(

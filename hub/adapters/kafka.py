@@ -70,6 +70,7 @@ class KafkaPublisher:
             max_batch_size=self._settings.batch_size,
             compression_type=None,
             request_timeout_ms=15_000,
+            max_request_size=self._settings.max_message_bytes,
         )
 
     async def start(self) -> None:
@@ -192,7 +193,7 @@ def apply_topics(settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPIC
                     name=name,
                     num_partitions=partitions,
                     replication_factor=settings.replication_factor,
-                    topic_configs=spec.configs(settings.replication_factor),
+                    topic_configs=spec.configs(settings.replication_factor, settings.max_message_bytes),
                 )
             )
             results.append(TopicResult(name, True, partitions))
@@ -215,7 +216,7 @@ def _align_configs(
         ConfigResource(
             ConfigResourceType.TOPIC,
             settings.topic_prefix + s.name,
-            configs=s.configs(settings.replication_factor),
+            configs=s.configs(settings.replication_factor, settings.max_message_bytes),
         )
         for s in specs
         if settings.topic_prefix + s.name in existing

@@ -43,6 +43,8 @@ def make_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_linger_ms=k.linger_ms,
         producer_max_batch_size=k.batch_size,
+        producer_max_request_size=k.max_message_bytes,
+        consumer_max_fetch_size=k.max_message_bytes,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
         broker_commit_interval=1.0,

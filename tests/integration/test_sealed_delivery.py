@@ -91,3 +91,33 @@ def test_the_recipient_copy_holds_only_consented_categories_and_nothing_is_reada
         pass
     else:
         raise AssertionError("a police key opened a CAMHS delivery")
+
+
+def test_a_bundle_near_the_profiles_size_limit_is_accepted_and_delivered_whole(hub: RunningHub) -> None:
+    # The profile admits Bundles up to 1,000,000 bytes; sealed inside its intake envelope such a
+    # Bundle is ≈ 1.34 MB, past Kafka's default 1 MiB record limit, so every topic and producer on
+    # its way (API, worker, dead letters) must take larger records.
+    bundle = with_new_message_id(sample("referral-school-camhs-high.json"))
+    service_request = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+    )
+    note = service_request["note"][0]
+    base = len(json.dumps(bundle, ensure_ascii=False).encode())
+    pad = "观察记录。" * ((980_000 - base) // len("观察记录。".encode()))
+    note["text"] += pad
+    body = json.dumps(bundle, ensure_ascii=False).encode()
+    assert 950_000 < len(body) <= 1_000_000
+
+    answer = hub.submit(SCHOOL, bundle)
+    assert answer.status_code == 202, answer.text
+    referral_id = answer.json()["referral_id"]
+    hub.wait_inbox(CAMHS, referral_id)
+
+    view = json.loads(HubSealing(hub.key_store(), demo_custody=False).open_delivery(_seal(hub, referral_id)))
+    notes = [
+        n["text"]
+        for e in view["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest"
+        for n in e["resource"].get("note", [])
+    ]
+    assert any(text.endswith(pad) for text in notes)  # the recipient's copy holds the whole note
