@@ -246,8 +246,11 @@ cluster_id() {
       id="$(sed -n 's/^cluster.id=//p' "$(node_dir "$j")/meta.properties" 2>/dev/null || true)"
       [[ -n "$id" ]] && break
     done
-    # Same shape as `StorageTool random-uuid` (16 random bytes, URL-safe base64) without a JVM start.
-    [[ -n "${id:-}" ]] || id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    # Same shape as `StorageTool random-uuid` (16 random bytes, URL-safe base64) without a JVM start,
+    # and like Kafka's own never starting with "-" (the tool's argument parser would read an option).
+    while [[ -z "${id:-}" || "$id" == -* ]]; do
+      id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+    done
     echo "$id" >"$f"
   fi
   cat "$f"
@@ -263,7 +266,7 @@ format_nodes() { # nodes...
     mkdir -p "$(node_dir "$i")"
     # shellcheck disable=SC2046
     spawn "$(java_bin)" -Xmx256m $(jvm_log_opts "$(node_log "$i")") -cp "$LIBS/*" \
-      kafka.tools.StorageTool format -t "$cid" -c "$(node_props "$i")" >>"$(node_out "$i")" 2>&1
+      kafka.tools.StorageTool format --cluster-id="$cid" -c "$(node_props "$i")" >>"$(node_out "$i")" 2>&1
     pids+=($!)
   done
   local k
