@@ -210,6 +210,9 @@ def _prune(value: Any, dropped: frozenset[str], persons: frozenset[str]) -> Any:
     return value
 
 
+_CONTAINERS = (dict, list)  # scalars are copied as they are, without a call each
+
+
 def _prune_dict(value: dict[str, Any], dropped: frozenset[str], persons: frozenset[str]) -> Any:
     ref = value.get("reference")
     strip_display = False
@@ -221,13 +224,8 @@ def _prune_dict(value: dict[str, Any], dropped: frozenset[str], persons: frozens
     for key, item in value.items():
         if strip_display and key == "display":
             continue
-        kind = type(item)
-        if kind is dict:
-            item = _prune_dict(item, dropped, persons)
-            if item is _REMOVED:
-                continue
-        elif kind is list:
-            item = _prune_list(item, dropped, persons)
+        if type(item) in _CONTAINERS:
+            item = _prune(item, dropped, persons)
             if item is _REMOVED:
                 continue
         out[key] = item
@@ -237,13 +235,8 @@ def _prune_dict(value: dict[str, Any], dropped: frozenset[str], persons: frozens
 def _prune_list(value: list[Any], dropped: frozenset[str], persons: frozenset[str]) -> Any:
     items: list[Any] = []
     for item in value:
-        kind = type(item)
-        if kind is dict:
-            item = _prune_dict(item, dropped, persons)
-            if item is _REMOVED:
-                continue
-        elif kind is list:
-            item = _prune_list(item, dropped, persons)
+        if type(item) in _CONTAINERS:
+            item = _prune(item, dropped, persons)
             if item is _REMOVED:
                 continue
         items.append(item)
