@@ -532,11 +532,10 @@ class Prepared:
 def prepare_bodies(hub: Hub, samples: list[dict[str, Any]], count: int) -> Prepared:
     """API keys, every organisation's keys, and ``count`` distinct signed bodies, before any clock."""
     from hub.adapters.apikey import ApiKeyStore
-    from hub.adapters.directory import load_directory
     from hub.adapters.kafka import encode
-    from hub.adapters.sealing import HubSealing, open_or_initialise
+    from hub.adapters.sealing import HubSealing, open_with_directory_keys
     from hub.bootstrap import build_engine
-    from hub.services.crypto_port import HUB_OWNER, KeyKind, SignaturePurpose
+    from hub.services.crypto_port import SignaturePurpose
     from schemas.envelope import ReferralSubmitted
     from schemas.profile import validate_referral
 
@@ -549,13 +548,7 @@ def prepare_bodies(hub: Hub, samples: list[dict[str, Any]], count: int) -> Prepa
 
     create_user_tables(engine)
     SqlDirectoryRepository(engine).create_tables()
-    store = open_or_initialise(settings.keys)
-    store.ensure(HUB_OWNER, KeyKind.ED25519)
-    # Demo custody creates a missing recipient key on first use; with several workers that first
-    # use would race, so every organisation's keys exist before any process starts.
-    for organisation in load_directory(settings.rules.directory_file).organisations:
-        store.ensure(organisation.id, KeyKind.X25519)
-        store.ensure(organisation.id, KeyKind.ED25519)
+    store = open_with_directory_keys(settings)
     keys = ApiKeyStore(engine)
     validated = [validate_referral(s) for s in samples]
     api_keys = {v.sender_org: keys.create(v.sender_org, label="bench") for v in validated}

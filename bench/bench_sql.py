@@ -90,13 +90,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from hub.adapters.clock import SystemClock
     from hub.adapters.consentsql import SqlConsents
     from hub.adapters.db import create_schema
-    from hub.adapters.directory import load_directory
     from hub.adapters.readmodel import SqlReadModel
-    from hub.adapters.sealing import HubSealing, open_or_initialise
+    from hub.adapters.sealing import HubSealing, open_with_directory_keys
     from hub.adapters.vault import SqlKeyVault
     from hub.bootstrap import build_engine, build_router
     from hub.services.consent import CurrentConsents
-    from hub.services.crypto_port import HUB_OWNER, KeyKind
     from hub.services.disclosure import ConsentDisclosure
     from hub.services.projection import Project
     from hub.services.routing import Routed, RouteReferral
@@ -108,11 +106,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = load_settings()
     engine = build_engine(settings)
     create_schema(engine)
-    store = open_or_initialise(settings.keys)
-    store.ensure(HUB_OWNER, KeyKind.ED25519)
-    for organisation in load_directory(settings.rules.directory_file).organisations:
-        store.ensure(organisation.id, KeyKind.X25519)
-        store.ensure(organisation.id, KeyKind.ED25519)
+    store = open_with_directory_keys(settings)
     sealing = HubSealing(store, True)
     clock = SystemClock()
     disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine)))

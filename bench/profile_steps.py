@@ -115,16 +115,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from hub.adapters.auditstore import SqlAuditStore
     from hub.adapters.clock import SystemClock
     from hub.adapters.consentsql import SqlConsents
-    from hub.adapters.directory import load_directory
     from hub.adapters.kafka import apply_topics, encode
     from hub.adapters.readmodel import SqlReadModel
-    from hub.adapters.sealing import HubSealing, SubmissionVerifier, open_or_initialise
+    from hub.adapters.sealing import HubSealing, SubmissionVerifier, open_with_directory_keys
     from hub.adapters.user import create_tables as create_user_tables
     from hub.adapters.vault import SqlKeyVault
     from hub.bootstrap import build_api, build_engine, build_router
     from hub.services.audit import AppendToChain
     from hub.services.consent import CurrentConsents
-    from hub.services.crypto_port import HUB_OWNER, KeyKind, SignaturePurpose
+    from hub.services.crypto_port import HUB_OWNER, SignaturePurpose
     from hub.services.disclosure import ConsentDisclosure
     from hub.services.projection import Project
     from hub.services.routing import RouteReferral, delivery_id_for
@@ -138,11 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     apply_topics(settings.kafka)
     engine = build_engine(settings)
     create_user_tables(engine)
-    store = open_or_initialise(settings.keys)
-    store.ensure(HUB_OWNER, KeyKind.ED25519)
-    for organisation in load_directory(settings.rules.directory_file).organisations:
-        store.ensure(organisation.id, KeyKind.X25519)
-        store.ensure(organisation.id, KeyKind.ED25519)
+    store = open_with_directory_keys(settings)
     clock = SystemClock()
     sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
     sender = validate_referral(sample).sender_org

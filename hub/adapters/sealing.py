@@ -18,7 +18,7 @@ from hub.services.crypto_port import (
     unpack_sealed,
 )
 from hub.services.port import StoredSeal
-from hub.settings import KeySettings
+from hub.settings import KeySettings, Settings
 
 
 def open_or_initialise(settings: KeySettings) -> KeyStore:
@@ -28,6 +28,22 @@ def open_or_initialise(settings: KeySettings) -> KeyStore:
     except Exception:
         KeyStore.initialise(settings)
         return KeyStore.open(settings)
+
+
+def open_with_directory_keys(settings: Settings) -> KeyStore:
+    """``open_or_initialise`` plus the hub's signing key and every directory organisation's keys.
+
+    Demo custody creates a missing organisation key on first use; several processes making that
+    first use at once would race, so benchmarks and multi-process tests create them all up front.
+    """
+    from hub.adapters.directory import load_directory
+
+    store = open_or_initialise(settings.keys)
+    store.ensure(HUB_OWNER, KeyKind.ED25519)
+    for organisation in load_directory(settings.rules.directory_file).organisations:
+        store.ensure(organisation.id, KeyKind.X25519)
+        store.ensure(organisation.id, KeyKind.ED25519)
+    return store
 
 
 class _Registry:
