@@ -13,7 +13,7 @@ from hub.adapters.apikey import ApiKeyStore
 from hub.adapters.auditstore import SqlAuditStore
 from hub.adapters.clock import SystemClock
 from hub.adapters.consentsql import SqlConsents
-from hub.adapters.db import create_schema, make_engine
+from hub.adapters.db import UnitOfWork, create_schema, make_engine
 from hub.adapters.directory import load_directory
 from hub.adapters.kafka import KafkaPublisher, broker_reachable
 from hub.adapters.readmodel import SqlReadModel
@@ -221,6 +221,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
         record_withdrawal=consent_state.record_withdrawal,
         audit=RecordAudit(publisher, settings.topic),
         reload_rules=router.holder.reload_if_changed,
+        unit_of_work=UnitOfWork(engine),
         sla_check_seconds=settings.sla.check_seconds,
         rules_reload_seconds=settings.rules.reload_seconds,
     )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hub.adapters.db import consents, deliveries, insert_once, timeline
+from hub.adapters.db import consents, deliveries, insert_once, reading, timeline
 from schemas.envelope import ConsentChanged, DeliveryWithdrawn
 
 
@@ -42,7 +42,7 @@ class SqlConsents:
     def statuses(self, consent_ids: Sequence[str]) -> dict[str, str]:
         if not consent_ids:
             return {}
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:  # joins the routing batch's unit of work
             rows = conn.execute(
                 sa.select(consents.c.consent_id, consents.c.status).where(
                     consents.c.consent_id.in_(consent_ids)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,6 +146,67 @@ def _ping_when_idle(engine: sa.Engine) -> None:
         except Exception as exc:
             # The pool discards this connection and checks out (or opens) another.
             raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# Several repositories' statements in one transaction
+
+_SHARED: ContextVar[tuple[sa.Engine, sa.Connection] | None] = ContextVar("qixin_unit_of_work", default=None)
+
+
+class UnitOfWork:
+    """``with unit():`` — repository calls inside it that join share one transaction on ``engine``.
+
+    The routing step reads the consents, stores the seals and projects the deliveries of a batch in
+    one transaction: one connection checkout, one BEGIN and one COMMIT instead of three of each, and
+    a delivery's key, its consent links and its inbox row become visible together. A repository
+    method joins by opening its connection with ``writing`` / ``reading``; only methods that let
+    every database error through may (one they caught would leave the shared transaction aborted).
+    Inside an open unit (this thread or task) a nested one joins it. The unit commits when its
+    block ends and rolls everything back if the block raises.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if _SHARED.get() is not None:
+            yield
+            return
+        with self._engine.begin() as conn:
+            token = _SHARED.set((self._engine, conn))
+            try:
+                yield
+            finally:
+                _SHARED.reset(token)
+
+
+def _shared(engine: sa.Engine) -> sa.Connection | None:
+    shared = _SHARED.get()
+    return shared[1] if shared is not None and shared[0] is engine else None
+
+
+@contextmanager
+def writing(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """``engine.begin()``, or the open unit of work's connection (the unit commits)."""
+    conn = _shared(engine)
+    if conn is not None:
+        yield conn
+        return
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """``engine.connect()``, or the open unit of work's connection."""
+    conn = _shared(engine)
+    if conn is not None:
+        yield conn
+        return
+    with engine.connect() as conn:
+        yield conn
 
 
 def create_schema(engine: sa.Engine) -> None:

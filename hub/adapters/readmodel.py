@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import aware_row, deliveries, insert_many, insert_once, referrals, timeline
+from hub.adapters.db import aware_row, deliveries, insert_many, insert_once, referrals, timeline, writing
 from hub.services.port import DeliveryRow, Refusal
 from schemas.envelope import DeliveryCreated, DeliveryOpened, ReferralSubmitted, TaskStatusChanged
 
@@ -34,8 +34,9 @@ class SqlReadModel:
         refusals: Sequence[Refusal],
         created: Sequence[DeliveryCreated],
     ) -> int:
-        """A batch of routing decisions in one transaction: four multi-row statements at most."""
-        with self._engine.begin() as conn:
+        """A batch of routing decisions in one transaction (the routing batch's unit of work when
+        one is open): four multi-row statements at most."""
+        with writing(self._engine) as conn:
             if routed:
                 insert_many(conn, referrals, [_referral_row(e, at, v) for e, at, v in routed])
             if refusals:

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import delivery_consents, delivery_keys, insert_many
+from hub.adapters.db import delivery_consents, delivery_keys, insert_many, writing
 from hub.services.port import StoredSeal
 
 
@@ -25,7 +25,7 @@ class SqlKeyVault:
         """
         if not seals:
             return {}
-        with self._engine.begin() as conn:
+        with writing(self._engine) as conn:  # joins the routing batch's unit of work
             inserted = insert_many(conn, delivery_keys, [_row_of(seal) for seal in seals])
             links = [
                 {"consent_id": consent_id, "delivery_id": seal.delivery_id}

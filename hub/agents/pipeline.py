@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from hub.services.consent import ApplyConsentChange
-from hub.services.port import Clock, EventPublisher
+from hub.services.port import Clock, EventPublisher, UnitOfWork
 from hub.services.projection import Project
 from hub.services.routing import RouteReferral
 from hub.services.sla import MonitorSla, ScheduleFollowUps
@@ -30,5 +31,7 @@ class PipelineServices:
     record_withdrawal: Callable[[Any], bool]
     audit: Any  # RecordAudit: publishes AuditEvents on audit.events
     reload_rules: Callable[[], Any]  # RuleSetHolder.reload_if_changed -> ReloadOutcome | None
+    # The routing batch's consent lookup, seal storage and projection share one transaction.
+    unit_of_work: UnitOfWork = nullcontext
     sla_check_seconds: float = 30.0
     rules_reload_seconds: float = 10.0

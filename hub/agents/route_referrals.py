@@ -1,8 +1,8 @@
 """Stream step: referrals.submitted -> consent + routing -> deliveries.created (one per recipient).
 
-Records are routed in batches (whatever arrived while the previous batch was handled): one consent
-lookup, one vault write and one read-model transaction for the batch, every delivery and audit event
-produced before the one wait for the broker's acknowledgements. The deliveries are projected into the
+Records are routed in batches (whatever arrived while the previous batch was handled): one
+transaction for the batch's consent lookup, vault write and read-model rows, every delivery and audit
+event produced before the one wait for the broker's acknowledgements. The deliveries are projected into the
 read model in the same step, so a recipient's inbox shows them as soon as they exist;
 ``deliveries.created`` carries them on for subscribers.
 """
@@ -104,8 +104,11 @@ async def _route_batch(
     app: faust.App, services: PipelineServices, items: Sequence[tuple[ReferralSubmitted, tuple[str, ...]]]
 ) -> tuple[list[Routed | Exception], Awaitable[None]]:
     def route_and_project() -> list[Routed | Exception]:  # one hand-off to a thread, not two
-        outcomes = services.route.many(items)
-        services.project.routed([o for o in outcomes if isinstance(o, Routed)])
+        # One transaction: the consent lookup, the seals and the projection (a delivery's key, its
+        # consent links and its inbox row commit together).
+        with services.unit_of_work():
+            outcomes = services.route.many(items)
+            services.project.routed([o for o in outcomes if isinstance(o, Routed)])
         return outcomes
 
     outcomes = await asyncio.to_thread(route_and_project)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +25,11 @@ class EventPublisher(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class UnitOfWork(Protocol):
+    def __call__(self) -> AbstractContextManager[object]:
+        """A block whose repository writes commit together, or not at all if it raises."""
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,42 @@ def test_a_database_from_before_the_consent_links_gets_them_when_the_hub_starts(
     vault = SqlKeyVault(engine)
     for delivery_id, consent_id in under_consent:  # a revocation finds each one to withdraw
         assert delivery_id in {s.delivery_id for s in vault.unopened_under_consent(consent_id)}
+
+
+def test_a_batch_s_keys_consent_links_and_inbox_rows_commit_together(wired: dict[str, Any]) -> None:
+    from hub.adapters.db import UnitOfWork
+    from hub.services.routing import Routed
+
+    engine = wired["engine"]
+    unit = UnitOfWork(engine)
+    commits: list[int] = []
+
+    def committed(_conn: Any) -> None:
+        commits.append(1)
+
+    sa.event.listen(engine, "commit", committed)
+    intakes = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))[:4]]
+    ids = [i.referral_id for i in intakes]
+    keys = "SELECT count(*) FROM delivery_keys WHERE referral_id = ANY(:ids)"
+    inbox = "SELECT count(*) FROM deliveries WHERE referral_id = ANY(:ids)"
+    try:
+        with unit():  # what the worker's routing step does with a batch
+            routed = [o for o in wired["route"].many([(i, ()) for i in intakes]) if isinstance(o, Routed)]
+            new = wired["project"].routed(routed)
+            # Another session (the recipient's inbox) sees nothing of the batch yet.
+            assert _count(engine, keys, ids=ids) == _count(engine, inbox, ids=ids) == 0
+        assert new == _count(engine, keys, ids=ids) == _count(engine, inbox, ids=ids) > 0
+        assert len(commits) == 1  # consent lookup, seals and projection: one transaction
+
+        later = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))[:2]]
+        later_ids = [i.referral_id for i in later]
+        with pytest.raises(RuntimeError), unit():
+            routed = [o for o in wired["route"].many([(i, ()) for i in later]) if isinstance(o, Routed)]
+            assert wired["project"].routed(routed) > 0
+            raise RuntimeError("the step failed after its writes")
+        # Nothing half-done: no key without its inbox row, no inbox row without its key.
+        assert _count(engine, keys, ids=later_ids) == _count(engine, inbox, ids=later_ids) == 0
+        referrals = "SELECT count(*) FROM referrals WHERE referral_id = ANY(:ids)"
+        assert _count(engine, referrals, ids=later_ids) == 0
+    finally:
+        sa.event.remove(engine, "commit", committed)
