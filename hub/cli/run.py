@@ -120,22 +120,31 @@ def worker() -> None:
         import mode.loop
 
         mode.loop.use("uvloop")
-    import faust
-
     from hub.bootstrap import build_worker
     from hub.cli.heap import tune_gc
 
     settings = load_settings()
     app = build_worker(settings)
     tune_gc()
+    make_worker(app, settings.worker.log_level).execute_from_commandline()
+
+
+def make_worker(app: Any, log_level: str) -> Any:
+    """The faust Worker that runs ``app``, logging JSON at ``log_level`` and nothing else.
+
+    faust's start-up spinner sets the root logger to DEBUG (so that every record turns it) and adds
+    a handler for it. Then every debug call in faust, mode and the hub builds a log record — faust
+    logs one per record it sends — only for the handlers to drop it. A service has no terminal to
+    spin: without the spinner the root logger keeps ``log_level``.
+    """
+    import faust
+
     from hub.observability import logging_config
 
-    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(
-        settings.worker.log_level, settings.worker.log_level.upper()
-    )
-    faust.Worker(
-        app, loglevel=settings.worker.log_level, logging_config=logging_config(level)
-    ).execute_from_commandline()
+    level = {"warn": "WARNING", "crit": "CRITICAL"}.get(log_level, log_level.upper())
+    worker = faust.Worker(app, loglevel=log_level, logging_config=logging_config(level))
+    worker.spinner = None
+    return worker
 
 
 def api() -> None:
