@@ -1031,7 +1031,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=100.0, help="open-loop rate, referrals/s")
     p.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
     p.add_argument("--workers", type=int, default=2, help="hub worker processes")
-    p.add_argument("--api-workers", type=int, default=2, help="hub API processes (client round-robins)")
+    p.add_argument("--api-workers", type=int, default=1, help="hub API processes (client round-robins)")
     p.add_argument("--concurrency", type=int, default=64, help="POSTs in flight in the max phase")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
     p.add_argument("--partitions", type=int, default=6, help="partitions of the hub's topics")

@@ -237,6 +237,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
             append=AppendToChain(SqlAuditStore(engine), hub_keys.signer(HUB_OWNER), clock),
             clock=clock,
             topic_name=settings.topic,
+            linger_s=settings.worker.audit_linger_s,
         ),
     )
     return app

@@ -30,7 +30,7 @@ class AuditChainServices:
     topic_name: Callable[[str], str]  # applies the configured topic prefix
     checkpoint_interval_s: float = 10.0
     batch: int = 500  # events chained in one transaction
-    linger_s: float = 0.05  # how long a batch may wait for more once events flow
+    linger_s: float = 0.5  # how long a batch may wait for more once events flow (settings.worker)
     # A database outage is retried (the events keep their order) before the batch is dead-lettered.
     retry_for_s: float = 30.0
 

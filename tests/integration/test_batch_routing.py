@@ -199,10 +199,15 @@ def test_a_batch_s_keys_consent_links_and_inbox_rows_commit_together(wired: dict
 
         later = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))[:2]]
         later_ids = [i.referral_id for i in later]
-        with pytest.raises(RuntimeError), unit():
-            routed = [o for o in wired["route"].many([(i, ()) for i in later]) if isinstance(o, Routed)]
-            assert wired["project"].routed(routed) > 0
-            raise RuntimeError("the step failed after its writes")
+
+        def failing_step() -> None:
+            with unit():
+                routed = [o for o in wired["route"].many([(i, ()) for i in later]) if isinstance(o, Routed)]
+                assert wired["project"].routed(routed) > 0
+                raise RuntimeError("the step failed after its writes")
+
+        with pytest.raises(RuntimeError):
+            failing_step()
         # Nothing half-done: no key without its inbox row, no inbox row without its key.
         assert _count(engine, keys, ids=later_ids) == _count(engine, inbox, ids=later_ids) == 0
         referrals = "SELECT count(*) FROM referrals WHERE referral_id = ANY(:ids)"

@@ -51,10 +51,15 @@ def test_writes_inside_a_unit_commit_together_and_reads_see_them(engine: sa.Engi
 
 def test_a_unit_that_raises_leaves_nothing(engine: sa.Engine) -> None:
     unit = UnitOfWork(engine)
-    with pytest.raises(RuntimeError), unit():
-        _add(engine, "a")
-        _add(engine, "b")
-        raise RuntimeError("failed after the writes")
+
+    def step() -> None:
+        with unit():
+            _add(engine, "a")
+            _add(engine, "b")
+            raise RuntimeError("failed after the writes")
+
+    with pytest.raises(RuntimeError):
+        step()
     assert _committed(engine) == []
     _add(engine, "c")  # the next write, outside any unit, is on its own again
     assert _committed(engine) == ["c"]
@@ -64,7 +69,12 @@ def test_a_unit_on_another_engine_is_not_joined(engine: sa.Engine, tmp_path: Pat
     other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
     with other.begin() as conn:
         conn.execute(sa.text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
-    with pytest.raises(RuntimeError), UnitOfWork(other)():
-        _add(engine, "kept")  # this engine's write commits by itself
-        raise RuntimeError("the other engine's unit fails")
+
+    def step() -> None:
+        with UnitOfWork(other)():
+            _add(engine, "kept")  # this engine's write commits by itself
+            raise RuntimeError("the other engine's unit fails")
+
+    with pytest.raises(RuntimeError):
+        step()
     assert _committed(engine) == ["kept"]
