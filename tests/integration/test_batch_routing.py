@@ -214,3 +214,26 @@ def test_a_batch_s_keys_consent_links_and_inbox_rows_commit_together(wired: dict
         assert _count(engine, referrals, ids=later_ids) == 0
     finally:
         sa.event.remove(engine, "commit", committed)
+
+
+def test_new_deliveries_notify_listeners_at_commit_and_a_redelivery_does_not(wired: dict[str, Any]) -> None:
+    import psycopg
+
+    from hub.adapters.db import UnitOfWork
+    from hub.adapters.readmodel import DELIVERED_CHANNEL
+    from hub.services.routing import Routed
+
+    engine = wired["engine"]
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    intakes = [_intake(wired["sealing"], s) for s in sorted(SAMPLES.glob("referral-*.json"))[:3]]
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {DELIVERED_CHANNEL}")
+        with UnitOfWork(engine)():
+            routed = [o for o in wired["route"].many([(i, ()) for i in intakes]) if isinstance(o, Routed)]
+            assert wired["project"].routed(routed) > 0
+            assert list(listener.notifies(timeout=0.3)) == []  # nothing before the commit
+        [note] = list(listener.notifies(timeout=5, stop_after=1))
+        assert (note.channel, note.payload) == (DELIVERED_CHANNEL, "")  # no ids, nothing personal
+
+        assert wired["project"].routed(routed) == 0  # the same batch again adds no delivery
+        assert list(listener.notifies(timeout=0.5)) == []
