@@ -2,13 +2,16 @@
 
 Run: .venv/bin/python bench/bench_sql.py [--sizes 1,10,100] [--referrals 200] [--repeats 3]
 
-Times ``SqlKeyVault.put_many`` + ``SqlReadModel.record_routed`` (what the worker runs per batch after
-routing) for batches of 1, 10 and 100 referrals routed from the sample Bundles (their deliveries,
-refusals and sealed views, as ``RouteReferral.many`` makes them). Every batch holds fresh referrals,
-so every row is new, as in the steady state. Figures are the fastest of ``--repeats`` passes over
-``--referrals`` referrals per size, after one warm-up batch (SQLAlchemy's compile cache and psycopg's
-prepared statements warm). CPU is this process's (``time.process_time``): the client side, which
-is what the worker pays; the server's work shows in wall only.
+Times the routing step's SQL per batch — the consent lookup (``SqlConsents.statuses``),
+``SqlKeyVault.put_many`` and ``SqlReadModel.record_routed`` — for batches of 1, 10 and 100 referrals
+routed from the sample Bundles (their deliveries, refusals and sealed views, as
+``RouteReferral.many`` makes them). Every batch holds fresh referrals, so every row is new, as in
+the steady state. Figures are the fastest of ``--repeats`` passes over ``--referrals`` referrals per
+size, after one warm-up batch (SQLAlchemy's compile cache and psycopg's prepared statements warm).
+CPU is this process's (``time.process_time``): the client side, which is what the worker pays; the
+server's work shows in wall only. Each size is timed two ways, passes alternating: ``separate``
+(each call its own transaction) and ``unit`` (one ``UnitOfWork`` for the batch, as the worker runs
+it).
 Uses HUB_DATABASE_URL's server or the test server (tests/support/servers.py); a fresh database,
 dropped afterwards. Writes bench/results/sql.json.
 """
@@ -89,7 +92,7 @@ def main() -> int:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from hub.adapters.clock import SystemClock
     from hub.adapters.consentsql import SqlConsents
-    from hub.adapters.db import create_schema
+    from hub.adapters.db import UnitOfWork, create_schema
     from hub.adapters.readmodel import SqlReadModel
     from hub.adapters.sealing import HubSealing, open_with_directory_keys
     from hub.adapters.vault import SqlKeyVault
@@ -143,40 +146,52 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     vault = SqlKeyVault(engine)
     project = Project(SqlReadModel(engine))
+    consents = SqlConsents(engine)
+    unit = UnitOfWork(engine)
 
-    def write(batch: tuple[Sequence[Any], list[Routed]]) -> None:
+    def writes(batch: tuple[Sequence[Any], list[Routed]]) -> None:
         seals, routed = batch
+        consents.statuses(sorted({c for seal in seals for c in seal.consent_ids}))
         vault.put_many(seals)
         project.routed(routed)
 
+    def in_unit(batch: tuple[Sequence[Any], list[Routed]]) -> None:
+        with unit():
+            writes(batch)
+
+    modes = {"separate": writes, "unit": in_unit}
     prof = cProfile.Profile(time.process_time) if args.cprofile else None
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         per_pass = max(1, args.referrals // size)
-        work = batches(size, 1 + per_pass * args.repeats)
+        work = batches(size, 1 + per_pass * args.repeats * len(modes))
         deliveries = sum(len(r.deliveries) for _, b in work for r in b) / sum(len(b) for _, b in work)
-        write(work[0])  # warm-up
-        best_wall = best_cpu = float("inf")
-        for r in range(args.repeats):
-            chunk = work[1 + r * per_pass : 1 + (r + 1) * per_pass]
-            if prof:
+        writes(work[0])  # warm-up
+        best = {mode: [float("inf"), float("inf")] for mode in modes}  # cpu, wall
+        passes = [(r, mode) for r in range(args.repeats) for mode in modes]
+        for k, (_, mode) in enumerate(passes):
+            chunk = work[1 + k * per_pass : 1 + (k + 1) * per_pass]
+            if prof and mode == "unit":
                 prof.enable()
             w0, c0 = time.perf_counter(), time.process_time()
             for batch in chunk:
-                write(batch)
+                modes[mode](batch)
             if prof:
                 prof.disable()
             n = sum(len(b) for _, b in chunk)
-            best_wall = min(best_wall, (time.perf_counter() - w0) / n * 1e6)
-            best_cpu = min(best_cpu, (time.process_time() - c0) / n * 1e6)
-        row = {
-            "batch": size,
-            "deliveries_per_referral": round(deliveries, 2),
-            "cpu_us": round(best_cpu, 1),
-            "wall_us": round(best_wall, 1),
-        }
-        rows.append(row)
-        print(f"batch {size:>4}: cpu {best_cpu:8.1f} µs/referral   wall {best_wall:8.1f} µs/referral")
+            best[mode][0] = min(best[mode][0], (time.process_time() - c0) / n * 1e6)
+            best[mode][1] = min(best[mode][1], (time.perf_counter() - w0) / n * 1e6)
+        for mode, (cpu, wall) in best.items():
+            rows.append(
+                {
+                    "batch": size,
+                    "mode": mode,
+                    "deliveries_per_referral": round(deliveries, 2),
+                    "cpu_us": round(cpu, 1),
+                    "wall_us": round(wall, 1),
+                }
+            )
+            print(f"batch {size:>4} {mode:>8}: cpu {cpu:8.1f} µs/referral   wall {wall:8.1f} µs/referral")
     engine.dispose()
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)

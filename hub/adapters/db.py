@@ -162,8 +162,8 @@ class UnitOfWork:
     a delivery's key, its consent links and its inbox row become visible together. A repository
     method joins by opening its connection with ``writing`` / ``reading``; only methods that let
     every database error through may (one they caught would leave the shared transaction aborted).
-    Inside an open unit (this thread or task) a nested one joins it. The unit commits when its
-    block ends and rolls everything back if the block raises.
+    Inside an open unit on the same engine (this thread or task) a nested one joins it. The unit
+    commits when its block ends and rolls everything back if the block raises.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
@@ -171,7 +171,7 @@ class UnitOfWork:
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
-        if _SHARED.get() is not None:
+        if _shared(self._engine) is not None:  # already inside a unit on this engine: join it
             yield
             return
         with self._engine.begin() as conn:

@@ -40,7 +40,7 @@ class SqlReadModel:
         created: Sequence[DeliveryCreated],
     ) -> int:
         """A batch of routing decisions in one transaction (the routing batch's unit of work when
-        one is open): four multi-row statements at most."""
+        one is open): four multi-row statements and a NOTIFY at most."""
         with writing(self._engine) as conn:
             if routed:
                 insert_many(conn, referrals, [_referral_row(e, at, v) for e, at, v in routed])

@@ -78,3 +78,24 @@ def test_a_unit_on_another_engine_is_not_joined(engine: sa.Engine, tmp_path: Pat
     with pytest.raises(RuntimeError):
         step()
     assert _committed(engine) == ["kept"]
+
+
+def test_a_unit_opened_inside_another_engine_s_unit_commits_on_its_own(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    with other.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+
+    def step() -> None:
+        with UnitOfWork(other)():
+            with UnitOfWork(engine)():  # this engine's unit, not a join of the other's
+                _add(engine, "own")
+            assert _committed(engine) == ["own"]  # committed when its own block ended
+            _add(other, "other")
+            raise RuntimeError("the outer unit fails")
+
+    with pytest.raises(RuntimeError):
+        step()
+    assert _committed(engine) == ["own"]
+    assert _committed(other) == []
