@@ -151,7 +151,8 @@ def _ping_when_idle(engine: sa.Engine) -> None:
 # --------------------------------------------------------------------------------------------------
 # Several repositories' statements in one transaction
 
-_SHARED: ContextVar[tuple[sa.Engine, sa.Connection] | None] = ContextVar("qixin_unit_of_work", default=None)
+# The open units of this thread or task: engine -> the unit's connection (a new dict per unit).
+_SHARED: ContextVar[dict[sa.Engine, sa.Connection] | None] = ContextVar("qixin_unit_of_work", default=None)
 
 
 class UnitOfWork:
@@ -175,7 +176,7 @@ class UnitOfWork:
             yield
             return
         with self._engine.begin() as conn:
-            token = _SHARED.set((self._engine, conn))
+            token = _SHARED.set({**(_SHARED.get() or {}), self._engine: conn})
             try:
                 yield
             finally:
@@ -184,7 +185,7 @@ class UnitOfWork:
 
 def _shared(engine: sa.Engine) -> sa.Connection | None:
     shared = _SHARED.get()
-    return shared[1] if shared is not None and shared[0] is engine else None
+    return shared.get(engine) if shared else None
 
 
 @contextmanager
