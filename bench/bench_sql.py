@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         deliveries = sum(len(r.deliveries) for _, b in work for r in b) / sum(len(b) for _, b in work)
         writes(work[0])  # warm-up
         best = {mode: [float("inf"), float("inf")] for mode in modes}  # cpu, wall
-        passes = [(r, mode) for r in range(args.repeats) for mode in modes]
-        for k, (_, mode) in enumerate(passes):
+        passes = [mode for _ in range(args.repeats) for mode in modes]  # alternating
+        for k, mode in enumerate(passes):
             chunk = work[1 + k * per_pass : 1 + (k + 1) * per_pass]
             if prof and mode == "unit":
                 prof.enable()

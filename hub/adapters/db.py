@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -188,26 +188,26 @@ def _shared(engine: sa.Engine) -> sa.Connection | None:
     return shared.get(engine) if shared else None
 
 
-@contextmanager
-def writing(engine: sa.Engine) -> Iterator[sa.Connection]:
+def writing(engine: sa.Engine) -> AbstractContextManager[sa.Connection]:
     """``engine.begin()``, or the open unit of work's connection (the unit commits)."""
-    conn = _shared(engine)
-    if conn is not None:
-        yield conn
-        return
-    with engine.begin() as conn:
-        yield conn
+    return _joined(engine, engine.begin)
+
+
+def reading(engine: sa.Engine) -> AbstractContextManager[sa.Connection]:
+    """``engine.connect()``, or the open unit of work's connection."""
+    return _joined(engine, engine.connect)
 
 
 @contextmanager
-def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """``engine.connect()``, or the open unit of work's connection."""
+def _joined(
+    engine: sa.Engine, open_own: Callable[[], AbstractContextManager[sa.Connection]]
+) -> Iterator[sa.Connection]:
     conn = _shared(engine)
     if conn is not None:
         yield conn
         return
-    with engine.connect() as conn:
-        yield conn
+    with open_own() as own:
+        yield own
 
 
 def create_schema(engine: sa.Engine) -> None:

@@ -1,10 +1,10 @@
 """Stream step: referrals.submitted -> consent + routing -> deliveries.created (one per recipient).
 
 Records are routed in batches (whatever arrived while the previous batch was handled): one
-transaction for the batch's consent lookup, vault write and read-model rows, every delivery and audit
-event produced before the one wait for the broker's acknowledgements. The deliveries are projected into the
-read model in the same step, so a recipient's inbox shows them as soon as they exist;
-``deliveries.created`` carries them on for subscribers.
+transaction for the batch's consent lookup, vault write and read-model rows, every delivery and
+audit event produced before the one wait for the broker's acknowledgements. The deliveries are
+projected into the read model in the same step, so a recipient's inbox shows them as soon as they
+exist; ``deliveries.created`` carries them on for subscribers.
 """
 
 from __future__ import annotations

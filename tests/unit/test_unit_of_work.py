@@ -10,12 +10,21 @@ import sqlalchemy as sa
 from hub.adapters.db import UnitOfWork, reading, writing
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'uow.db'}")
+def _database(path: Path) -> sa.Engine:
+    engine = sa.create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
     return engine
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> sa.Engine:
+    return _database(tmp_path / "uow.db")
+
+
+@pytest.fixture
+def other(tmp_path: Path) -> sa.Engine:
+    return _database(tmp_path / "other.db")
 
 
 def _add(engine: sa.Engine, key: str) -> None:
@@ -65,11 +74,7 @@ def test_a_unit_that_raises_leaves_nothing(engine: sa.Engine) -> None:
     assert _committed(engine) == ["c"]
 
 
-def test_a_unit_on_another_engine_is_not_joined(engine: sa.Engine, tmp_path: Path) -> None:
-    other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
-    with other.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
-
+def test_a_unit_on_another_engine_is_not_joined(engine: sa.Engine, other: sa.Engine) -> None:
     def step() -> None:
         with UnitOfWork(other)():
             _add(engine, "kept")  # this engine's write commits by itself
@@ -80,11 +85,7 @@ def test_a_unit_on_another_engine_is_not_joined(engine: sa.Engine, tmp_path: Pat
     assert _committed(engine) == ["kept"]
 
 
-def test_a_unit_opened_inside_another_engine_s_unit_is_its_own(engine: sa.Engine, tmp_path: Path) -> None:
-    other = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
-    with other.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
-
+def test_a_unit_opened_inside_another_engine_s_unit_is_its_own(engine: sa.Engine, other: sa.Engine) -> None:
     def step() -> None:
         with UnitOfWork(other)(), UnitOfWork(engine)():  # this engine's unit, not a join of the other's
             _add(other, "other")
