@@ -36,6 +36,8 @@ def make_app(settings: Settings) -> faust.App:
         settings.worker.app_id + (f"-{k.topic_prefix.strip('.')}" if k.topic_prefix else ""),
         broker=f"kafka://{k.bootstrap.replace(',', ';kafka://')}",
         store="memory://",
+        # faust's default is "<app id>-data" in the working directory; keep it with the hub's state.
+        datadir=str(settings.var_dir / "faust" / "{conf.name}"),
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         topic_allow_declare=True,
