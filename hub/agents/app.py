@@ -32,12 +32,14 @@ def _idempotent_producer() -> None:
 def make_app(settings: Settings) -> faust.App:
     _idempotent_producer()
     k = settings.kafka
+    faust_dir = settings.var_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         settings.worker.app_id + (f"-{k.topic_prefix.strip('.')}" if k.topic_prefix else ""),
         broker=f"kafka://{k.bootstrap.replace(',', ';kafka://')}",
         store="memory://",
         # faust's default is "<app id>-data" in the working directory; keep it with the hub's state.
-        datadir=str(settings.var_dir / "faust" / "{conf.name}"),
+        datadir=str(faust_dir / "{conf.name}"),
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         topic_allow_declare=True,

@@ -17,3 +17,11 @@ def test_faust_state_lives_under_the_var_dir(tmp_path: Path) -> None:
     appdir = Path(app.conf.appdir)
     assert appdir.is_relative_to(tmp_path / "var" / "faust")
     assert app.conf.id in appdir.parts  # two hubs with different topic prefixes never share it
+
+
+def test_the_state_dir_can_be_created_by_faust_on_a_fresh_var_dir(tmp_path: Path) -> None:
+    app = make_app(Settings(var_dir=tmp_path / "fresh"))
+
+    app._create_directories()  # what the worker calls as it starts; faust creates only the last level
+
+    assert Path(app.conf.tabledir).is_dir()
