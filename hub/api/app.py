@@ -13,7 +13,7 @@ from hub.api import metrics, pages, problem
 from hub.api.bodylimit import BodyLimit
 from hub.api.deps import AUDITORS, ApiServices, require_roles
 from hub.api.problem import problem_responses
-from hub.api.routes import auth, dashboard, directory, followup, health, referral, task, user
+from hub.api.routes import audit, auth, dashboard, directory, followup, health, referral, task, user
 
 
 def create_app(
@@ -55,21 +55,10 @@ def create_app(
     app.include_router(directory.router)
     app.include_router(dashboard.router)
     app.include_router(user.router)
-    _include_audit(app)
+    # Only auditors search and verify the trail; it holds ids and codes, never clinical content.
+    app.include_router(
+        audit.router, dependencies=[Depends(require_roles(*AUDITORS))], responses=problem_responses(401, 403)
+    )
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static")
     return app
-
-
-def _include_audit(app: FastAPI) -> None:
-    """The audit search/verify API lives in its own module; include it once it exists."""
-    import importlib
-    import importlib.util
-
-    if importlib.util.find_spec("hub.api.routes.audit") is not None:
-        # Only auditors search and verify the trail; it holds ids and codes, never clinical content.
-        app.include_router(
-            importlib.import_module("hub.api.routes.audit").router,
-            dependencies=[Depends(require_roles(*AUDITORS))],
-            responses=problem_responses(401, 403),
-        )
