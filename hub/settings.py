@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     rules: RulesSettings = Field(default_factory=RulesSettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    # The API's and the worker's garbage-collector tuning (hub/cli/heap.py); false: the interpreter's.
+    tune_gc: bool = True
 
     @model_validator(mode="after")
     def _derived_paths(self) -> Settings:

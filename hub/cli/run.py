@@ -125,7 +125,7 @@ def worker() -> None:
 
     settings = load_settings()
     app = build_worker(settings)
-    tune_gc()
+    tune_gc(settings.tune_gc)
     make_worker(app, settings.worker.log_level).execute_from_commandline()
 
 
@@ -156,7 +156,7 @@ def api() -> None:
     settings = load_settings()
     from hub.observability import logging_config
 
-    tune_gc()
+    tune_gc(settings.tune_gc)
     uvicorn.run(
         "hub.bootstrap:api_factory",
         log_config=logging_config(),
