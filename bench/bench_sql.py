@@ -90,52 +90,29 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from hub.adapters.clock import SystemClock
     from hub.adapters.consentsql import SqlConsents
     from hub.adapters.db import UnitOfWork, create_schema
     from hub.adapters.readmodel import SqlReadModel
     from hub.adapters.sealing import HubSealing, open_with_directory_keys
     from hub.adapters.vault import SqlKeyVault
-    from hub.bootstrap import build_engine, build_router
-    from hub.services.consent import CurrentConsents
-    from hub.services.disclosure import ConsentDisclosure
+    from hub.bootstrap import build_engine, build_route
     from hub.services.projection import Project
-    from hub.services.routing import Routed, RouteReferral
+    from hub.services.routing import Routed
     from hub.settings import load_settings
     from schemas.envelope import ReferralSubmitted
-    from schemas.policy import default_disclosure_policy
-    from schemas.profile import validate_referral
+    from tests.support.hub import sealed_intake
 
     settings = load_settings()
     engine = build_engine(settings)
     create_schema(engine)
     store = open_with_directory_keys(settings)
     sealing = HubSealing(store, True)
-    clock = SystemClock()
-    disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine)))
     keep = _KeepSeals()
-    route = RouteReferral(
-        build_router(settings), clock, opener=sealing, disclosure=disclosure, sealing=sealing, vault=keep
-    )
+    route = build_route(settings, engine, sealing, vault=keep)
     samples = [json.loads(s.read_text(encoding="utf-8")) for s in sorted(SAMPLES.glob("referral-*.json"))]
 
     def intake(i: int) -> ReferralSubmitted:
-        sample = samples[i % len(samples)]
-        header = dict(sample["entry"][0]["resource"], id=f"mh-sql-{uuid.uuid4().hex[:10]}")
-        bundle = dict(sample, entry=[dict(sample["entry"][0], resource=header), *sample["entry"][1:]])
-        body = json.dumps(bundle, ensure_ascii=False).encode()
-        v = validate_referral(bundle, size=len(body))
-        token, kid = sealing.seal_for_hub(v.referral_id, body)
-        return ReferralSubmitted(
-            event_id=str(uuid.uuid4()),
-            referral_id=v.referral_id,
-            idempotency_key=v.idempotency_key,
-            submitted_at=clock.now(),
-            student_pseudonym=v.student_pseudonym,
-            facts=v.facts,
-            sealed_bundle=token,
-            bundle_key_id=kid,
-        )
+        return sealed_intake(sealing, samples[i % len(samples)], tag="sql")  # type: ignore[no-any-return]
 
     def batches(size: int, count: int) -> list[tuple[Sequence[Any], list[Routed]]]:
         out = []

@@ -120,13 +120,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from hub.adapters.sealing import HubSealing, SubmissionVerifier, open_with_directory_keys
     from hub.adapters.user import create_tables as create_user_tables
     from hub.adapters.vault import SqlKeyVault
-    from hub.bootstrap import build_api, build_engine, build_router
+    from hub.bootstrap import build_api, build_engine, build_route, build_router
     from hub.services.audit import AppendToChain
     from hub.services.consent import CurrentConsents
     from hub.services.crypto_port import HUB_OWNER, SignaturePurpose
     from hub.services.disclosure import ConsentDisclosure
     from hub.services.projection import Project
-    from hub.services.routing import RouteReferral, delivery_id_for
+    from hub.services.routing import delivery_id_for
     from hub.settings import load_settings
     from schemas.audit import disclosure_event
     from schemas.envelope import DeliveryCreated, ReferralSubmitted
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     consents = SqlConsents(engine)
     disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(consents))
     vault = SqlKeyVault(engine)
-    route = RouteReferral(router, clock, opener=sealing, disclosure=disclosure, sealing=sealing, vault=vault)
+    route = build_route(settings, engine, sealing, vault=vault, router=router)
     project = Project(SqlReadModel(engine))
     append = AppendToChain(SqlAuditStore(engine), store.signer(HUB_OWNER), clock)
     submitted: list[Any] = [None] * total

@@ -176,6 +176,21 @@ def build_router(settings: Settings) -> RulesRouter:
     return RulesRouter(holder, ChinaWorkCalendar.from_file(settings.rules.calendar_file))
 
 
+def build_route(
+    settings: Settings, engine: Any, sealing: HubSealing, vault: Any = None, router: RulesRouter | None = None
+) -> RouteReferral:
+    """The routing use case on ``engine``: the district's rules, the consents in the database, the
+    default disclosure policy, and the key vault (``vault`` replaces it, e.g. in a benchmark)."""
+    return RouteReferral(
+        router or build_router(settings),
+        SystemClock(),
+        opener=sealing,
+        disclosure=ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine))),
+        sealing=sealing,
+        vault=SqlKeyVault(engine) if vault is None else vault,
+    )
+
+
 def build_worker(settings: Settings | None = None) -> faust.App:
     settings = settings or load_settings()
     engine = build_engine(settings)
@@ -192,14 +207,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
     consent_state = SqlConsents(engine)
     sla_store = SqlSla(engine, router.holder.directory)
     services = PipelineServices(
-        route=RouteReferral(
-            router,
-            clock,
-            opener=sealing,
-            disclosure=ConsentDisclosure(default_disclosure_policy(), CurrentConsents(consent_state)),
-            sealing=sealing,
-            vault=vault,
-        ),
+        route=build_route(settings, engine, sealing, vault=vault, router=router),
         project=Project(SqlReadModel(engine)),
         clock=clock,
         topic_name=settings.topic,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.support.hub import sealed_intake
 from tests.support.servers import REPO, fresh_database
 
 pytestmark = pytest.mark.integration
@@ -25,19 +26,12 @@ SAMPLES = REPO / "schemas" / "samples"
 
 @pytest.fixture(scope="module")
 def wired(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from hub.adapters.clock import SystemClock
-    from hub.adapters.consentsql import SqlConsents
     from hub.adapters.db import create_schema
     from hub.adapters.readmodel import SqlReadModel
     from hub.adapters.sealing import HubSealing, open_with_directory_keys
-    from hub.adapters.vault import SqlKeyVault
-    from hub.bootstrap import build_engine, build_router
-    from hub.services.consent import CurrentConsents
-    from hub.services.disclosure import ConsentDisclosure
+    from hub.bootstrap import build_engine, build_route
     from hub.services.projection import Project
-    from hub.services.routing import RouteReferral
     from hub.settings import Settings
-    from schemas.policy import default_disclosure_policy
 
     name = f"b{uuid.uuid4().hex[:8]}"
     db_url = fresh_database(postgres, name)
@@ -50,42 +44,14 @@ def wired(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     create_schema(engine)
     store = open_with_directory_keys(settings)
     sealing = HubSealing(store, True)
-    vault = SqlKeyVault(engine)
-    disclosure = ConsentDisclosure(default_disclosure_policy(), CurrentConsents(SqlConsents(engine)))
-    route = RouteReferral(
-        build_router(settings),
-        SystemClock(),
-        opener=sealing,
-        disclosure=disclosure,
-        sealing=sealing,
-        vault=vault,
-    )
+    route = build_route(settings, engine, sealing)
     yield {"route": route, "project": Project(SqlReadModel(engine)), "sealing": sealing, "engine": engine}
     engine.dispose()
     mp.undo()
 
 
 def _intake(sealing: Any, sample: Path) -> Any:
-    from hub.adapters.clock import SystemClock
-    from schemas.envelope import ReferralSubmitted
-    from schemas.profile import validate_referral
-
-    bundle = json.loads(sample.read_text(encoding="utf-8"))
-    header = dict(bundle["entry"][0]["resource"], id=f"mh-batch-{uuid.uuid4().hex[:10]}")
-    bundle = dict(bundle, entry=[dict(bundle["entry"][0], resource=header), *bundle["entry"][1:]])
-    body = json.dumps(bundle, ensure_ascii=False).encode()
-    v = validate_referral(bundle, size=len(body))
-    token, kid = sealing.seal_for_hub(v.referral_id, body)
-    return ReferralSubmitted(
-        event_id=str(uuid.uuid4()),
-        referral_id=v.referral_id,
-        idempotency_key=v.idempotency_key,
-        submitted_at=SystemClock().now(),
-        student_pseudonym=v.student_pseudonym,
-        facts=v.facts,
-        sealed_bundle=token,
-        bundle_key_id=kid,
-    )
+    return sealed_intake(sealing, json.loads(sample.read_text(encoding="utf-8")), tag="batch")
 
 
 def _count(engine: sa.Engine, sql: str, **params: Any) -> int:

@@ -148,6 +148,31 @@ def with_new_message_id(bundle: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
+def sealed_intake(sealing: Any, bundle: dict[str, Any], tag: str = "intake") -> Any:
+    """What the API puts on referrals.submitted for ``bundle`` under a new MessageHeader id
+    (``mh-<tag>-…``): validated, sealed for the hub, as a ``ReferralSubmitted``. For in-process
+    tests and benchmarks of the routing step."""
+    from hub.adapters.clock import SystemClock
+    from schemas.envelope import ReferralSubmitted
+    from schemas.profile import validate_referral
+
+    header = dict(bundle["entry"][0]["resource"], id=f"mh-{tag}-{uuid.uuid4().hex[:10]}")
+    bundle = dict(bundle, entry=[dict(bundle["entry"][0], resource=header), *bundle["entry"][1:]])
+    body = json.dumps(bundle, ensure_ascii=False).encode()
+    v = validate_referral(bundle, size=len(body))
+    token, kid = sealing.seal_for_hub(v.referral_id, body)
+    return ReferralSubmitted(
+        event_id=str(uuid.uuid4()),
+        referral_id=v.referral_id,
+        idempotency_key=v.idempotency_key,
+        submitted_at=SystemClock().now(),
+        student_pseudonym=v.student_pseudonym,
+        facts=v.facts,
+        sealed_bundle=token,
+        bundle_key_id=kid,
+    )
+
+
 def make_hub(
     tmp: Path,
     bootstrap: str,
