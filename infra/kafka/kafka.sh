@@ -29,6 +29,10 @@ RUN="$CACHE/run"
 LOGS="$CACHE/logs"
 
 HEAP="${KAFKA_HEAP:--Xms256m -Xmx512m}"
+# The JIT: C1 only. These brokers live for a test run, a benchmark or a demo; with full tiered
+# compilation C2 kept a core's share busy for minutes (a benchmark's broker: 44-50 s of its 58-59 s
+# of CPU were compilation; with C1 only 4 of 33 s; bench/README.md). KAFKA_JIT= (empty) for C2.
+JIT="${KAFKA_JIT--XX:TieredStopAtLevel=1}"
 LOG_LEVEL="${KAFKA_LOG_LEVEL:-INFO}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
@@ -278,7 +282,7 @@ format_nodes() { # nodes...
 launch_node() { # node
   local i=$1 heap opts
   read -ra heap <<<"$HEAP"
-  read -ra opts <<<"$(jvm_log_opts "$(node_log "$i")") ${KAFKA_JVM_OPTS:-}"
+  read -ra opts <<<"$JIT $(jvm_log_opts "$(node_log "$i")") ${KAFKA_JVM_OPTS:-}"
   echo "=== $(date -Is) starting node $i" >>"$(node_out "$i")"
   # setsid: the broker must not die with the terminal or the test run that started it.
   spawn nohup setsid "$(java_bin)" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
@@ -567,7 +571,7 @@ usage() {
 
 Environment: QIXIN_CACHE (default <repo>/.cache), KAFKA_PORT (9092 single, 9192 3-broker),
 KAFKA_DATA_DIR, KAFKA_HEAP ("-Xms256m -Xmx512m"), KAFKA_LOG_LEVEL (INFO), KAFKA_BROKERS (1|3),
-KAFKA_START_TIMEOUT (90), KAFKA_STOP_TIMEOUT (30), KAFKA_JVM_OPTS, KAFKA_MVN_ARGS, JAVA_HOME.
+KAFKA_START_TIMEOUT (90), KAFKA_STOP_TIMEOUT (30), KAFKA_JIT (-XX:TieredStopAtLevel=1), KAFKA_JVM_OPTS, KAFKA_MVN_ARGS, JAVA_HOME.
 Kafka version: $KAFKA_VERSION (from $POM).
 EOF
 }
