@@ -231,6 +231,7 @@ def build_worker(settings: Settings | None = None) -> faust.App:
         reload_rules=router.holder.reload_if_changed,
         unit_of_work=UnitOfWork(engine),
         sla_check_seconds=settings.sla.check_seconds,
+        route_linger_s=settings.worker.route_linger_s,
         rules_reload_seconds=settings.rules.reload_seconds,
     )
     worker_metrics.serve(app, settings.worker.metrics_port)

@@ -32,7 +32,6 @@ T = TypeVar("T")
 # nothing waits for a batch to fill (a lone record goes at once), while a backlog is worked through
 # BATCH records to a database transaction and one wait for the broker.
 BATCH = 200
-ROUTE_LINGER_S = 0.005
 # Routing batches whose records may await the broker's acknowledgement while the next is routed.
 ROUTE_DEPTH = 2
 RETRY_FOR_S = 30.0

@@ -34,4 +34,5 @@ class PipelineServices:
     # The routing batch's consent lookup, seal storage and projection share one transaction.
     unit_of_work: UnitOfWork = nullcontext
     sla_check_seconds: float = 30.0
+    route_linger_s: float = 0.005  # settings.worker.route_linger_s
     rules_reload_seconds: float = 10.0

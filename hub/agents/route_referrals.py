@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import EventT, StreamT
 
-from hub.agents.consume import ROUTE_DEPTH, ROUTE_LINGER_S, each_batch, observe_batch, retrying
+from hub.agents.consume import ROUTE_DEPTH, each_batch, observe_batch, retrying
 from hub.agents.deadletter import send_dead_letter
 from hub.agents.metrics import DELIVERIES, REFUSALS
 from hub.agents.pipeline import PipelineServices
@@ -230,4 +230,4 @@ def register(app: faust.App, services: PipelineServices) -> None:
 
     @app.agent(source, name=STEP)
     async def route_referrals(stream: StreamT) -> None:
-        await each_batch(stream, handle, linger=ROUTE_LINGER_S, depth=ROUTE_DEPTH)
+        await each_batch(stream, handle, linger=services.route_linger_s, depth=ROUTE_DEPTH)
