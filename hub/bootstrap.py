@@ -43,6 +43,7 @@ from hub.services.audit import AppendToChain, RecordAudit
 from hub.services.consent import ApplyConsentChange, CurrentConsents, SubmitConsentUpdate
 from hub.services.crypto_port import HUB_OWNER, KeyKind
 from hub.services.disclosure import ConsentDisclosure
+from hub.services.port import KeyVault
 from hub.services.projection import Project
 from hub.services.query import Queries
 from hub.services.routing import RouteReferral
@@ -177,7 +178,11 @@ def build_router(settings: Settings) -> RulesRouter:
 
 
 def build_route(
-    settings: Settings, engine: Any, sealing: HubSealing, vault: Any = None, router: RulesRouter | None = None
+    settings: Settings,
+    engine: Any,
+    sealing: HubSealing,
+    vault: KeyVault | None = None,
+    router: RulesRouter | None = None,
 ) -> RouteReferral:
     """The routing use case on ``engine``: the district's rules, the consents in the database, the
     default disclosure policy, and the key vault (``vault`` replaces it, e.g. in a benchmark)."""
