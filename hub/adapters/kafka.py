@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError as KafkaPythonError
 from kafka.errors import TopicAlreadyExistsError
 
 from hub.domain.error import HubError, Unavailable
@@ -223,6 +225,56 @@ def _align_configs(
     ]
     if resources:
         admin.alter_configs(resources)
+
+
+def wait_for_group_coordinator(settings: KafkaSettings, group: str, timeout_s: float = 60.0) -> bool:
+    """Wait until the broker can coordinate consumer group ``group``; False if it could not in time.
+
+    A fresh broker creates its offsets topic on the first FindCoordinator request and answers
+    COORDINATOR_NOT_AVAILABLE until the topic is loaded. A worker started then would do no harm
+    (its consumer retries) but aiokafka logs each refusal at ERROR: `hub worker` waits here first.
+    """
+    wait_ms = int(min(timeout_s, 30.0) * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.bootstrap,
+            client_id="qixin-coordinator",
+            request_timeout_ms=wait_ms,
+            bootstrap_timeout_ms=wait_ms,
+        )
+    except KafkaPythonError:  # no broker yet: the worker starts anyway and its consumer keeps trying
+        return False
+    try:
+        return retry_coordinator(lambda: admin.describe_groups([group]), timeout_s)
+    except KafkaPythonError:  # anything else the broker said: not this wait's business
+        return False
+    finally:
+        admin.close()
+
+
+def retry_coordinator(
+    ask: Callable[[], Any],
+    timeout_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Call ``ask`` until it answers without a coordinator error; False once ``timeout_s`` is over.
+
+    Only the coordinator's "not yet" errors are retried; any other error is raised.
+    """
+    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
+
+    deadline = now() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            ask()
+            return True
+        except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+            if now() + delay > deadline:
+                return False
+            sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:

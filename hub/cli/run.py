@@ -120,11 +120,14 @@ def worker() -> None:
         import mode.loop
 
         mode.loop.use("uvloop")
+    from hub.adapters.kafka import wait_for_group_coordinator
     from hub.bootstrap import build_worker
     from hub.cli.heap import tune_gc
 
     settings = load_settings()
     app = build_worker(settings)
+    if not wait_for_group_coordinator(settings.kafka, app.conf.id):
+        typer.echo(f"the broker cannot coordinate group {app.conf.id} yet; starting anyway", err=True)
     tune_gc(settings.tune_gc)
     make_worker(app, settings.worker.log_level).execute_from_commandline()
 
