@@ -17,8 +17,13 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import MessageSizeTooLargeError
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+)
 from kafka.errors import KafkaError as KafkaPythonError
-from kafka.errors import TopicAlreadyExistsError
 
 from hub.domain.error import HubError, Unavailable
 from hub.settings import KafkaSettings
@@ -262,8 +267,6 @@ def retry_coordinator(
 
     Only the coordinator's "not yet" errors are retried; any other error is raised.
     """
-    from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
-
     deadline = now() + timeout_s
     delay = 0.1
     while True:
