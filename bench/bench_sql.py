@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     samples = [json.loads(s.read_text(encoding="utf-8")) for s in sorted(SAMPLES.glob("referral-*.json"))]
 
     def intake(i: int) -> ReferralSubmitted:
-        return sealed_intake(sealing, samples[i % len(samples)], tag="sql")  # type: ignore[no-any-return]
+        return sealed_intake(sealing, samples[i % len(samples)])
 
     def batches(size: int, count: int) -> list[tuple[Sequence[Any], list[Routed]]]:
         out = []

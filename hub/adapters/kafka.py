@@ -239,14 +239,8 @@ def wait_for_group_coordinator(settings: KafkaSettings, group: str, timeout_s: f
     COORDINATOR_NOT_AVAILABLE until the topic is loaded. A worker started then would do no harm
     (its consumer retries) but aiokafka logs each refusal at ERROR: `hub worker` waits here first.
     """
-    wait_ms = int(min(timeout_s, 30.0) * 1000)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=settings.bootstrap,
-            client_id="qixin-coordinator",
-            request_timeout_ms=wait_ms,
-            bootstrap_timeout_ms=wait_ms,
-        )
+        admin = _admin(settings.bootstrap, "qixin-coordinator", min(timeout_s, 30.0))
     except KafkaPythonError:  # no broker yet: the worker starts anyway and its consumer keeps trying
         return False
     try:
@@ -282,13 +276,7 @@ def retry_coordinator(
 
 def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     try:
-        # bootstrap_timeout_ms too: kafka-python 3 otherwise waits 30 s for a broker that is down.
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            client_id="qixin-health",
-        )
+        admin = _admin(bootstrap, "qixin-health", timeout_s)
     except Exception:  # any failure to connect means "not reachable" for a health probe
         return False
     try:
@@ -298,3 +286,15 @@ def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
         return False
     finally:
         admin.close()
+
+
+def _admin(bootstrap: str, client_id: str, timeout_s: float) -> KafkaAdminClient:
+    """An admin client that gives up after ``timeout_s``, connecting as well as asking (kafka-python
+    3 otherwise waits 30 s for a broker that is down)."""
+    timeout_ms = int(timeout_s * 1000)
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+    )

@@ -51,7 +51,7 @@ def wired(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 
 
 def _intake(sealing: Any, sample: Path) -> Any:
-    return sealed_intake(sealing, json.loads(sample.read_text(encoding="utf-8")), tag="batch")
+    return sealed_intake(sealing, json.loads(sample.read_text(encoding="utf-8")))
 
 
 def _count(engine: sa.Engine, sql: str, **params: Any) -> int:

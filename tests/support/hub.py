@@ -11,11 +11,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tests.support.servers import REPO, fresh_database
+
+if TYPE_CHECKING:
+    from schemas.envelope import ReferralSubmitted
 
 SAMPLES = REPO / "schemas" / "samples"
 
@@ -148,16 +151,15 @@ def with_new_message_id(bundle: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
-def sealed_intake(sealing: Any, bundle: dict[str, Any], tag: str = "intake") -> Any:
-    """What the API puts on referrals.submitted for ``bundle`` under a new MessageHeader id
-    (``mh-<tag>-…``): validated, sealed for the hub, as a ``ReferralSubmitted``. For in-process
-    tests and benchmarks of the routing step."""
+def sealed_intake(sealing: Any, bundle: dict[str, Any]) -> ReferralSubmitted:
+    """What the API puts on referrals.submitted for ``bundle`` under a new MessageHeader id:
+    validated, sealed for the hub, as a ``ReferralSubmitted``. For in-process tests and benchmarks
+    of the routing step."""
     from hub.adapters.clock import SystemClock
     from schemas.envelope import ReferralSubmitted
     from schemas.profile import validate_referral
 
-    header = dict(bundle["entry"][0]["resource"], id=f"mh-{tag}-{uuid.uuid4().hex[:10]}")
-    bundle = dict(bundle, entry=[dict(bundle["entry"][0], resource=header), *bundle["entry"][1:]])
+    bundle = with_new_message_id(bundle)
     body = json.dumps(bundle, ensure_ascii=False).encode()
     v = validate_referral(bundle, size=len(body))
     token, kid = sealing.seal_for_hub(v.referral_id, body)
