@@ -14,6 +14,8 @@ In one run:
               topic prefix and a fresh database; bodies signed before the clock starts
   open-loop   ``--rate`` referrals/s for ``--duration`` s, sent on schedule whatever the replies
               (latency from the *scheduled* send time, so a stall is not hidden)
+  sweep       with ``--sweep 25,50,...``: the open loop again at each rate, lowest first, for
+              ``--sweep-seconds`` each; reports the highest rate up to which p99 stays in the target
   max         ``--n`` referrals with ``--concurrency`` POSTs in flight
 How "visible" is measured: a separate probe process LISTENs on the read model's delivery channel
 (the routing step's transaction NOTIFYs when it commits new deliveries) and then queries the read
@@ -996,9 +998,11 @@ async def run_phases(
     try:
         n_warm = args.warmup
         n_open = 0 if args.skip_open else int(args.rate * args.duration)
+        sweep_rates = parse_rates(args.sweep)
+        n_sweep = sum(int(r * args.sweep_seconds) for r in sweep_rates)
         warm = list(range(n_warm))
         open_idx = list(range(n_warm, n_warm + n_open))
-        max_idx = list(range(n_warm + n_open, n_warm + n_open + args.n))
+        max_idx = list(range(n_warm + n_open + n_sweep, n_warm + n_open + n_sweep + args.n))
 
         say(f"warm-up: {n_warm} referrals")
         pids = {name: p.pid for name, p in hub.procs.items()}
@@ -1012,30 +1016,42 @@ async def run_phases(
             raise RuntimeError(f"warm-up: only {visible}/{n_warm} visible; errors {client.errors}")
         await asyncio.sleep(1.0)
 
-        if not args.skip_open:
-            say(f"open loop: {args.rate:g}/s for {args.duration:g} s ({n_open} referrals)")
+        async def open_loop(name: str, rate: float, seconds: float, idx: list[int]) -> dict[str, Any]:
+            say(f"{name.replace('_', ' ')}: {rate:g}/s for {seconds:g} s ({len(idx)} referrals)")
             poller = Poller(hub.db_url, args.poll_ms, not args.poll_only)
             await asyncio.sleep(1.0)
-            profile_open = bool(args.profile) and args.profile_phase == "open"
+            profile_open = bool(args.profile) and args.profile_phase == "open" and name == "open_loop"
             profilers = start_profilers(hub, Path(args.profile), args.profile_hz) if profile_open else []
             meter = CpuMeter({**pids, **poller.pids()}, hub.prefix.rstrip("."), broker_port)
             try:
-                sent = await client.open_loop(open_idx, args.rate)
+                sent = await client.open_loop(idx, rate)
                 await wait_until_seen(
-                    hub.db_url, [s.referral_id for s in sent if s.referral_id], 60 + n_open / 5
+                    hub.db_url, [s.referral_id for s in sent if s.referral_id], 60 + len(idx) / 5
                 )
             finally:
                 stop_profilers(profilers)
             cpu = meter.stop(len(sent))
             data = poller.collect()
             exp = expected_deliveries(hub.db_url, [s.referral_id for s in sent if s.referral_id])
-            results["open_loop"] = phase_result("open_loop", sent, data["seen"], exp)
-            results["open_loop"].update(
-                rate_per_s=args.rate, duration_s=args.duration, poll_queries=data["queries"], cpu=cpu
-            )
-            results["open_loop"]["errors"] = dict(client.errors)
+            out = phase_result(name, sent, data["seen"], exp)
+            out.update(rate_per_s=rate, duration_s=seconds, poll_queries=data["queries"], cpu=cpu)
+            out["errors"] = dict(client.errors)
             client.errors.clear()
             await asyncio.sleep(1.0)
+            return out
+
+        if not args.skip_open:
+            results["open_loop"] = await open_loop("open_loop", args.rate, args.duration, open_idx)
+
+        if sweep_rates:
+            # The latency target's knee: the same open loop at each rate, lowest first.
+            results["sweep"] = []
+            start = n_warm + n_open
+            for rate in sweep_rates:
+                count = int(rate * args.sweep_seconds)
+                idx = list(range(start, start + count))
+                start += count
+                results["sweep"].append(await open_loop("sweep", rate, args.sweep_seconds, idx))
 
         if args.n and validate_sample is not None:
             say("baseline: fhir.resources validate loop, right before the max phase")
@@ -1094,6 +1110,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--validate-seconds", type=float, default=3.0)
     p.add_argument("--kafka-n", type=int, default=20000, help="records in the raw Kafka throughput baseline")
     p.add_argument("--skip-open", action="store_true", help="skip the open-loop phase")
+    p.add_argument(
+        "--sweep",
+        default="",
+        help="comma-separated rates, e.g. 25,50,75,100: an open loop at each (after the --rate one), "
+        "to find the highest rate at which p99 POST->inbox stays within the target",
+    )
+    p.add_argument("--sweep-seconds", type=float, default=15.0, help="seconds of each --sweep rate")
     p.add_argument("--skip-baselines", action="store_true")
     p.add_argument("--profile", default="", help="directory: py-spy every hub process during the max phase")
     p.add_argument("--profile-hz", type=int, default=200)
@@ -1105,6 +1128,33 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--output", default=str(RESULTS / "pipeline.json"))
     p.add_argument("--keep", action="store_true", help="keep the hub's var dir (logs, keys)")
     return p.parse_args()
+
+
+def parse_rates(spec: str) -> list[float]:
+    """``--sweep``'s rates, lowest first; a bad one is refused with its text."""
+    rates = []
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise SystemExit(
+                f"--sweep: {part!r} is not a rate (referrals/s), e.g. --sweep 25,50,100"
+            ) from None
+        if not 0 < rate <= 10_000:
+            raise SystemExit(f"--sweep: {part!r} is outside 0 < rate <= 10000 referrals/s")
+        rates.append(rate)
+    return sorted(set(rates))
+
+
+def sweep_knee(sweep: list[dict[str, Any]]) -> float | None:
+    """The highest swept rate up to which every rate kept p99 POST->inbox within the target."""
+    best = None
+    for phase in sorted(sweep, key=lambda x: x["rate_per_s"]):
+        p99 = phase["post_to_inbox_ms"]["p99"]
+        if p99 is None or p99 > TARGET_P99_MS or phase["not_visible"]:
+            break
+        best = phase["rate_per_s"]
+    return best
 
 
 def load_samples(spec: str) -> list[dict[str, Any]]:
@@ -1218,17 +1268,38 @@ def print_table(res: dict[str, Any]) -> None:
     for a_, b_, c_ in rows:
         print(f"  {a_:<{w}}  {b_:>18}  {c_}")
     print()
+    sweep = res["phases"].get("sweep")
+    if sweep:
+        print(
+            f"  sweep ({sweep[0]['duration_s']:g} s each)   POST -> inbox p50 / p95 / p99 ms"
+            "   POST -> 202 p99   CPU ms/referral (hub+PG+broker)   machine busy"
+        )
+        for ph in sweep:
+            lat, c = ph["post_to_inbox_ms"], ph.get("cpu") or {}
+            print(
+                f"  {ph['rate_per_s']:>8g}/s {ph['visible']:>6}/{ph['posted']:<6}"
+                f"  {fmt(lat['p50']):>7} / {fmt(lat['p95']):>7} / {fmt(lat['p99']):>7}"
+                f"   {fmt(ph['post_202_ms']['p99']):>15}"
+                f"   {fmt(c.get('system_cpu_ms_per_referral'), '.1f'):>31}"
+                f"   {fmt(c.get('machine_busy_cores'), '.2f'):>12}"
+            )
+        knee = res["targets"].get("p99_met_up_to_rate")
+        print(
+            f"  p99 POST->inbox <= {TARGET_P99_MS:.0f} ms up to: "
+            + (f"{knee:g}/s (of the rates swept)" if knee else "none of the rates swept")
+        )
+        print()
     for name, value in r.items():
         print(f"  {name:<44} {fmt(value, '.3f')}")
     t = res["targets"]
     print()
     print(
         f"  target throughput >= {TARGET_RATE:.0f}/s or >= {TARGET_VALIDATE_RATIO} x validate rate: "
-        f"{'MET' if t.get('throughput_met') else 'not met'}"
+        + (("MET" if t.get("throughput_met") else "not met") if m else "not measured (no max phase)")
     )
     print(
         f"  target p99 POST->inbox <= {TARGET_P99_MS:.0f} ms at {res['settings']['rate']:g}/s: "
-        f"{'MET' if t.get('p99_met') else 'not met'}"
+        + (("MET" if t.get("p99_met") else "not met") if o else "not measured (no open loop at --rate)")
     )
     print()
 
@@ -1236,7 +1307,13 @@ def print_table(res: dict[str, Any]) -> None:
 def main() -> int:
     args = parse_args()
     samples = load_samples(args.samples)
-    count = args.warmup + int(args.rate * args.duration) * (not args.skip_open) + args.n
+    sweep = parse_rates(args.sweep)  # refused here, before any server starts
+    count = (
+        args.warmup
+        + int(args.rate * args.duration) * (not args.skip_open)
+        + sum(int(r * args.sweep_seconds) for r in sweep)
+        + args.n
+    )
     var_dir = Path(tempfile.mkdtemp(prefix="qixin-bench-"))
     result: dict[str, Any] = {
         "benchmark": "pipeline: HTTP -> Kafka -> workers -> read model, beside raw Kafka and validation",
@@ -1260,6 +1337,8 @@ def main() -> int:
                 "warmup",
                 "poll_ms",
                 "poll_only",
+                "sweep",
+                "sweep_seconds",
                 "samples",
                 "hub_env",
                 "pythonpath",
@@ -1359,6 +1438,8 @@ def main() -> int:
             o and o["post_to_inbox_ms"]["p99"] is not None and o["post_to_inbox_ms"]["p99"] <= TARGET_P99_MS
         ),
     }
+    if result["phases"].get("sweep"):
+        result["targets"]["p99_met_up_to_rate"] = sweep_knee(result["phases"]["sweep"])
     result["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
