@@ -118,7 +118,35 @@ def make_engine(url: str, echo: bool = False) -> sa.Engine:
         return engine
     engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10)
     _ping_when_idle(engine)
+    _refuse_aborted_commits(engine)
     return engine
+
+
+class AbortedTransaction(sa.exc.InvalidRequestError):
+    """A commit of a PostgreSQL transaction that an earlier, caught database error had aborted."""
+
+
+def _refuse_aborted_commits(engine: sa.Engine) -> None:
+    """Make a commit of an aborted transaction raise instead of rolling back in silence.
+
+    After any failed statement PostgreSQL aborts the whole transaction, and COMMIT then rolls it
+    back without an error: had a repository method caught a database error inside a unit of work
+    (or its own ``engine.begin()``), every write of that transaction would be lost while the caller
+    went on as if it had been stored (the routing step would then send deliveries whose keys and
+    inbox rows do not exist). Raising here turns that into a failed block: rolled back, and the
+    stream step retries or dead-letters the records, as for any other error.
+    """
+
+    @sa.event.listens_for(engine, "commit")
+    def _aborted(conn: sa.Connection) -> None:
+        driver = conn.connection.driver_connection
+        info = getattr(driver, "info", None)
+        status = getattr(info, "transaction_status", None)
+        if status is not None and status.name == "INERROR":
+            raise AbortedTransaction(
+                "the transaction was aborted by an earlier database error that was caught; "
+                "committing it would have silently discarded all of its writes"
+            )
 
 
 # A connection back in the pool for longer than this is pinged before reuse (a server restart or an
@@ -162,7 +190,8 @@ class UnitOfWork:
     one transaction: one connection checkout, one BEGIN and one COMMIT instead of three of each, and
     a delivery's key, its consent links and its inbox row become visible together. A repository
     method joins by opening its connection with ``writing`` / ``reading``; only methods that let
-    every database error through may (one they caught would leave the shared transaction aborted).
+    every database error through may (one they caught would leave the shared transaction aborted:
+    on PostgreSQL its commit then raises ``AbortedTransaction`` rather than losing the writes).
     Inside an open unit on the same engine (this thread or task) a nested one joins it. The unit
     commits when its block ends and rolls everything back if the block raises.
     """

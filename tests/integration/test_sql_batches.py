@@ -7,6 +7,7 @@ keys ``insert_many`` reports as inserted by this call.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -201,3 +202,40 @@ def test_a_row_the_database_refuses_raises_sqlalchemys_integrity_error(engine: s
     with pytest.raises(sa.exc.IntegrityError):
         batch()
     assert _stored(engine, ids) == []
+
+
+def _refused_and_swallowed(conn: sa.Connection) -> None:
+    """A write whose database error is caught and ignored: PostgreSQL aborts the transaction."""
+    from hub.adapters.db import delivery_keys, insert_many
+
+    with contextlib.suppress(sa.exc.IntegrityError):
+        insert_many(conn, delivery_keys, [dict(_seal_row(_ids(1)[0]), signature=None)])  # NOT NULL
+
+
+@pytest.mark.parametrize("in_unit", [True, False], ids=["unit-of-work", "own-transaction"])
+def test_a_commit_after_a_swallowed_database_error_raises_instead_of_losing_the_writes(
+    engine: sa.Engine, in_unit: bool
+) -> None:
+    # PostgreSQL answers the COMMIT of an aborted transaction with a silent ROLLBACK: without the
+    # guard these blocks would end normally with none of their rows stored.
+    from hub.adapters.db import AbortedTransaction, UnitOfWork, delivery_keys, insert_many, writing
+
+    ids = _ids(2)
+
+    def unit_with_a_method_that_swallows_an_error() -> None:
+        with UnitOfWork(engine)():
+            with writing(engine) as conn:
+                insert_many(conn, delivery_keys, [_seal_row(d) for d in ids])
+            with writing(engine) as conn:  # another repository method joins the unit
+                _refused_and_swallowed(conn)
+
+    def transaction_that_swallows_an_error() -> None:
+        with engine.begin() as conn:
+            insert_many(conn, delivery_keys, [_seal_row(d) for d in ids])
+            _refused_and_swallowed(conn)
+
+    with pytest.raises(AbortedTransaction, match="aborted by an earlier database error"):
+        (unit_with_a_method_that_swallows_an_error if in_unit else transaction_that_swallows_an_error)()
+    assert _stored(engine, ids) == []
+    with engine.begin() as conn:  # the pooled connection is usable again
+        assert insert_many(conn, delivery_keys, [_seal_row(ids[0])]) == {ids[0]}
