@@ -998,7 +998,7 @@ async def run_phases(
     try:
         n_warm = args.warmup
         n_open = 0 if args.skip_open else int(args.rate * args.duration)
-        sweep_rates = parse_rates(args.sweep)
+        sweep_rates: list[float] = args.sweep_rates
         n_sweep = sum(int(r * args.sweep_seconds) for r in sweep_rates)
         warm = list(range(n_warm))
         open_idx = list(range(n_warm, n_warm + n_open))
@@ -1307,11 +1307,13 @@ def print_table(res: dict[str, Any]) -> None:
 def main() -> int:
     args = parse_args()
     samples = load_samples(args.samples)
-    sweep = parse_rates(args.sweep)  # refused here, before any server starts
+    args.sweep_rates = parse_rates(args.sweep)  # refused here, before any server starts
+    if args.sweep_rates and args.sweep_seconds <= 0:
+        raise SystemExit(f"--sweep-seconds: {args.sweep_seconds:g} is not a duration; give seconds > 0")
     count = (
         args.warmup
         + int(args.rate * args.duration) * (not args.skip_open)
-        + sum(int(r * args.sweep_seconds) for r in sweep)
+        + sum(int(r * args.sweep_seconds) for r in args.sweep_rates)
         + args.n
     )
     var_dir = Path(tempfile.mkdtemp(prefix="qixin-bench-"))
