@@ -7,8 +7,11 @@ hand-off to the event loop, the routing step's hand-off to a thread, its SQL rou
 again, the audit step's fetch); at low rates the hub's CPU per referral is mostly their price, not
 the steps' own work (bench/README.md, round 6). Each figure is wall and CPU microseconds per round
 trip, the CPU of every process taking part (both threads' process; both ends of the socket; the
-client and its PostgreSQL backend). With HUB_DATABASE_URL (the hub's URL form) the PostgreSQL round
-trip is measured too; without it, that row is skipped and says so. Writes bench/results/hops.json.
+client and its PostgreSQL backend; the client and the broker). With HUB_DATABASE_URL (the hub's URL
+form) the PostgreSQL round trip is measured too, and with KAFKA_BOOTSTRAP a Kafka produce (acks=all,
+idempotent) and a produce -> consume round trip on a fresh one-partition topic (deleted afterwards;
+the broker's CPU is read from /proc when it runs on this machine); without them, those rows are
+skipped and say so. Writes bench/results/hops.json.
 """
 
 from __future__ import annotations
@@ -163,6 +166,68 @@ def postgres(n: int, url: str) -> dict[str, Any]:
         return out
 
 
+def kafka(n: int, bootstrap: str) -> dict[str, dict[str, Any]]:
+    """Produce (acks=all, idempotent, as the hub's producers) and produce -> consume round trips, one
+    record at a time on a fresh one-partition topic; CPU of this process and of the broker."""
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from bench_pipeline import side_processes  # the broker process listening on the port
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    host, port = bootstrap.split(",")[0].rsplit(":", 1)
+    local = host in ("127.0.0.1", "localhost")
+    brokers = [pid for name, pid in side_processes("", int(port)).items() if name.startswith("broker")]
+    broker = brokers[0] if local and brokers else None
+    topic = f"qixin-hops-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="qixin-bench-hops")
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    out: dict[str, dict[str, Any]] = {}
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+        await producer.start()
+        await consumer.start()
+        try:
+            await consumer.seek_to_end()
+            record = b"x" * 1000
+            for _ in range(50):  # connections, metadata and the JIT's first compilations
+                await producer.send_and_wait(topic, record)
+                await consumer.getone()
+
+            async def produce() -> None:
+                for _ in range(n):
+                    await producer.send_and_wait(topic, record)
+
+            async def produce_consume() -> None:
+                for _ in range(n):
+                    await producer.send_and_wait(topic, record)
+                    await consumer.getone()
+
+            for name, step in (("produce", produce), ("produce_consume", produce_consume)):
+                b0 = proc_cpu_s(broker) if broker else 0.0
+                w0, c0 = time.perf_counter(), time.process_time()
+                await step()
+                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                row: dict[str, Any] = {"n": n, "wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
+                if broker:
+                    row["broker_cpu_us"] = (proc_cpu_s(broker) - b0) / n * 1e6
+                    row["cpu_us"] += row["broker_cpu_us"]
+                out[name] = row
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    try:
+        run_loop(run())
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=5000, help="round trips per measurement")
@@ -185,6 +250,21 @@ def main() -> int:
         hops[name] = run()
     if not url.startswith("postgresql"):
         hops["PostgreSQL SELECT 1 (psycopg, client + backend)"] = {"skipped": "HUB_DATABASE_URL not set"}
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+    names = {
+        "produce": "Kafka produce, acks=all, 1 KB (client + broker)",
+        "produce_consume": "Kafka produce -> consume, 1 KB (client + broker)",
+    }
+    if bootstrap:
+        try:
+            for key, row in kafka(min(args.n, 2000), bootstrap).items():
+                hops[names[key]] = row
+        except Exception as exc:  # an unreachable broker: say so in the rows, keep the other figures
+            for name in names.values():
+                hops[name] = {"skipped": f"Kafka at {bootstrap}: {type(exc).__name__}: {exc}"[:200]}
+    else:
+        for name in names.values():
+            hops[name] = {"skipped": "KAFKA_BOOTSTRAP not set"}
 
     document = {
         "benchmark": "hand-off costs (round trips)",
@@ -201,7 +281,8 @@ def main() -> int:
         if "skipped" in v:
             print(f"  {name:<{width}}  skipped: {v['skipped']}")
         else:
-            print(f"  {name:<{width}}  {v['wall_us']:9.1f}  {v['cpu_us']:9.1f}")
+            broker = f"  (broker {v['broker_cpu_us']:.1f})" if "broker_cpu_us" in v else ""
+            print(f"  {name:<{width}}  {v['wall_us']:9.1f}  {v['cpu_us']:9.1f}{broker}")
     print(f"\nwrote {args.output}")
     return 0
 
