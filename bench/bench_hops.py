@@ -31,9 +31,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
+# The pipeline benchmark's /proc readers (this directory is on sys.path when a script in it runs).
+from bench_pipeline import RESULTS, cpu_seconds, side_processes
 
 try:  # the hub's processes run on uvloop when it is installed (it is in the lock file)
     import uvloop
@@ -45,20 +44,14 @@ except ImportError:  # pragma: no cover - without uvloop the hub runs asyncio's 
     LOOP = "asyncio"
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def measured(n: int, run: Callable[[], None], other_pid: int | None = None) -> dict[str, float]:
     """Wall and CPU microseconds per round trip of ``run`` (which makes n of them)."""
-    other0 = proc_cpu_s(other_pid) if other_pid else 0.0
+    other0 = cpu_seconds(other_pid) if other_pid else 0.0
     w0, c0 = time.perf_counter(), time.process_time()
     run()
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if other_pid:
-        cpu += proc_cpu_s(other_pid) - other0
+        cpu += cpu_seconds(other_pid) - other0
     return {"n": n, "wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
 
 
@@ -172,7 +165,6 @@ def kafka(n: int, bootstrap: str) -> dict[str, dict[str, Any]]:
     import uuid
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from bench_pipeline import side_processes  # the broker process listening on the port
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
@@ -207,13 +199,13 @@ def kafka(n: int, bootstrap: str) -> dict[str, dict[str, Any]]:
                     await consumer.getone()
 
             for name, step in (("produce", produce), ("produce_consume", produce_consume)):
-                b0 = proc_cpu_s(broker) if broker else 0.0
+                b0 = cpu_seconds(broker) if broker else 0.0
                 w0, c0 = time.perf_counter(), time.process_time()
                 await step()
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 row: dict[str, Any] = {"n": n, "wall_us": wall / n * 1e6, "cpu_us": cpu / n * 1e6}
                 if broker:
-                    row["broker_cpu_us"] = (proc_cpu_s(broker) - b0) / n * 1e6
+                    row["broker_cpu_us"] = (cpu_seconds(broker) - b0) / n * 1e6
                     row["cpu_us"] += row["broker_cpu_us"]
                 out[name] = row
         finally:

@@ -998,8 +998,8 @@ async def run_phases(
     try:
         n_warm = args.warmup
         n_open = 0 if args.skip_open else int(args.rate * args.duration)
-        sweep_rates: list[float] = args.sweep_rates
-        n_sweep = sum(int(r * args.sweep_seconds) for r in sweep_rates)
+        sweep: list[tuple[float, int]] = args.sweep_plan  # (rate, referrals) pairs, from main
+        n_sweep = sum(count for _, count in sweep)
         warm = list(range(n_warm))
         open_idx = list(range(n_warm, n_warm + n_open))
         max_idx = list(range(n_warm + n_open + n_sweep, n_warm + n_open + n_sweep + args.n))
@@ -1043,12 +1043,11 @@ async def run_phases(
         if not args.skip_open:
             results["open_loop"] = await open_loop("open_loop", args.rate, args.duration, open_idx)
 
-        if sweep_rates:
+        if sweep:
             # The latency target's knee: the same open loop at each rate, lowest first.
             results["sweep"] = []
             start = n_warm + n_open
-            for rate in sweep_rates:
-                count = int(rate * args.sweep_seconds)
+            for rate, count in sweep:
                 idx = list(range(start, start + count))
                 start += count
                 results["sweep"].append(await open_loop("sweep", rate, args.sweep_seconds, idx))
@@ -1307,13 +1306,14 @@ def print_table(res: dict[str, Any]) -> None:
 def main() -> int:
     args = parse_args()
     samples = load_samples(args.samples)
-    args.sweep_rates = parse_rates(args.sweep)  # refused here, before any server starts
-    if args.sweep_rates and args.sweep_seconds <= 0:
+    rates = parse_rates(args.sweep)  # refused here, before any server starts
+    if rates and args.sweep_seconds <= 0:
         raise SystemExit(f"--sweep-seconds: {args.sweep_seconds:g} is not a duration; give seconds > 0")
+    args.sweep_plan = [(rate, int(rate * args.sweep_seconds)) for rate in rates]
     count = (
         args.warmup
         + int(args.rate * args.duration) * (not args.skip_open)
-        + sum(int(r * args.sweep_seconds) for r in args.sweep_rates)
+        + sum(n for _, n in args.sweep_plan)
         + args.n
     )
     var_dir = Path(tempfile.mkdtemp(prefix="qixin-bench-"))
