@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,9 @@ from hub.domain.sla import Deadline
 from hub.services.sla import FollowUpRow, OpenDeadline
 from schemas.envelope import FollowUpChanged, SlaEscalated
 
+# Subjects whose raised levels are read in one statement.
+_CHUNK = 500
+
 # Deadline kind -> (due column, statuses in which that clock runs)
 _CLOCKS = {
     "ack": ("ack_due", ("requested",)),
@@ -22,21 +26,47 @@ _CLOCKS = {
 }
 
 
+def _reached(
+    conn: sa.Connection, started: Any, due: Any, fraction: float, now: datetime
+) -> sa.ColumnElement[bool]:
+    """SQL for "started + fraction × (due − started) <= now": the clock's reminder time has come."""
+    if conn.dialect.name == "sqlite":  # timestamps are text there: compare as Julian days
+        day = sa.func.julianday
+        at = sa.bindparam(None, now, type_=sa.DateTime(timezone=True))
+        return day(started) + (day(due) - day(started)) * fraction <= day(at)
+    at = sa.bindparam(None, now, type_=sa.DateTime(timezone=True))
+
+    def seconds(ts: Any) -> Any:  # EXTRACT(EPOCH FROM ts): a number, no interval arithmetic
+        return sa.extract("epoch", ts)
+
+    return seconds(started) + (seconds(due) - seconds(started)) * fraction <= seconds(at)
+
+
+def _raised(conn: sa.Connection, subject_ids: list[str]) -> dict[tuple[str, str], list[int]]:
+    """The levels already raised for these subjects, by (subject, kind)."""
+    raised: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i in range(0, len(subject_ids), _CHUNK):
+        query = sa.select(escalations.c.subject_id, escalations.c.kind, escalations.c.level).where(
+            escalations.c.subject_id.in_(subject_ids[i : i + _CHUNK])
+        )
+        for row in conn.execute(query):
+            raised[(row.subject_id, row.kind)].append(row.level)
+    return raised
+
+
 class SqlSla:
     def __init__(self, engine: sa.Engine, directory: Directory | None = None) -> None:
         self._engine = engine
         self._directory = directory
 
-    def _raised(self, conn: sa.Connection) -> dict[tuple[str, str], list[int]]:
-        raised: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for row in conn.execute(sa.select(escalations.c.subject_id, escalations.c.kind, escalations.c.level)):
-            raised[(row.subject_id, row.kind)].append(row.level)
-        return raised
+    def open_deadlines(self, now: datetime, reminder_fraction: float) -> list[OpenDeadline]:
+        """The running clocks whose reminder time (``reminder_fraction`` of the window) has come.
 
-    def open_deadlines(self, now: datetime) -> list[OpenDeadline]:
+        The database picks them: a pass every few seconds must not read every open delivery and
+        every escalation ever raised, only the few that may call for one now.
+        """
         out: list[OpenDeadline] = []
         with self._engine.connect() as conn:
-            raised = self._raised(conn)
             for kind, (column, states) in _CLOCKS.items():
                 due_col = deliveries.c[column]
                 rows = conn.execute(
@@ -51,6 +81,7 @@ class SqlSla:
                     )
                     .where(due_col.is_not(None))
                     .where(deliveries.c.status.in_(states))
+                    .where(_reached(conn, deliveries.c.created_at, due_col, reminder_fraction, now))
                 )
                 for r in rows:
                     deadline = Deadline(
@@ -60,32 +91,25 @@ class SqlSla:
                         due=aware(r.due),
                         chain=tuple(r.escalation or ()),
                     )
-                    out.append(
-                        OpenDeadline(
-                            deadline,
-                            r.referral_id,
-                            r.task_id,
-                            r.recipient_org,
-                            tuple(raised.get((r.delivery_id, kind), ())),
-                        )
-                    )
-            for f in conn.execute(sa.select(follow_ups).where(follow_ups.c.status == "due")):
+                    out.append(OpenDeadline(deadline, r.referral_id, r.task_id, r.recipient_org, ()))
+            follow_up_rows = conn.execute(
+                sa.select(follow_ups)
+                .where(follow_ups.c.status == "due")
+                .where(_reached(conn, follow_ups.c.scheduled_at, follow_ups.c.due_at, reminder_fraction, now))
+            )
+            for f in follow_up_rows:
                 deadline = Deadline(
                     subject_id=f.followup_id,
                     kind="follow-up",
                     started=aware(f.scheduled_at),
                     due=aware(f.due_at),
                 )
-                out.append(
-                    OpenDeadline(
-                        deadline,
-                        f.referral_id,
-                        None,
-                        f.owner_org,
-                        tuple(raised.get((f.followup_id, "follow-up"), ())),
-                    )
-                )
-        return out
+                out.append(OpenDeadline(deadline, f.referral_id, None, f.owner_org, ()))
+            raised = _raised(conn, sorted({o.deadline.subject_id for o in out}))
+        return [
+            replace(o, raised_levels=tuple(raised.get((o.deadline.subject_id, o.deadline.kind), ())))
+            for o in out
+        ]
 
     # -- projections -----------------------------------------------------------------------------
     def record_escalation(self, event: SlaEscalated) -> bool:

@@ -27,7 +27,8 @@ class OpenDeadline:
 
 
 class SlaSource(Protocol):
-    def open_deadlines(self, now: datetime) -> Sequence[OpenDeadline]: ...
+    def open_deadlines(self, now: datetime, reminder_fraction: float) -> Sequence[OpenDeadline]:
+        """The running clocks whose reminder time (that share of the window) has come by ``now``."""
 
 
 class MonitorSla:
@@ -50,7 +51,7 @@ class MonitorSla:
     def due(self) -> list[SlaEscalated]:
         now = self._clock.now()
         events: list[SlaEscalated] = []
-        for item in self._source.open_deadlines(now):
+        for item in self._source.open_deadlines(now, self._policy.reminder_fraction):
             for esc in due_escalations(item.deadline, now, item.raised_levels, self._policy):
                 notify = item.owner_org if esc.notify == "owner" else esc.notify
                 events.append(
