@@ -631,7 +631,7 @@ def drop_run_state(hub: Hub, pg_admin: str) -> None:
         admin.close()
 
 
-def start_hub(hub: Hub, workers: int) -> None:
+def start_hub(hub: Hub, roles: list[str]) -> None:
     subprocess.run(
         [sys.executable, "-m", "hub", "topics", "apply"],
         env=hub.env,
@@ -641,8 +641,8 @@ def start_hub(hub: Hub, workers: int) -> None:
     )
     for i, port in enumerate(hub.ports):
         hub.start(f"api-{i}", "api", extra_env={"HUB_API__PORT": str(port)})
-    for i in range(workers):
-        hub.start(f"worker-{i}", "worker")
+    for i, role in enumerate(roles):  # one worker process per entry: all | routing | downstream
+        hub.start(f"worker-{i}", "worker", "--role", role)
     import httpx
 
     deadline = time.monotonic() + 90
@@ -1090,7 +1090,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=5000, help="referrals in the max-throughput phase (0: skip)")
     p.add_argument("--rate", type=float, default=100.0, help="open-loop rate, referrals/s")
     p.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
-    p.add_argument("--workers", type=int, default=2, help="hub worker processes")
+    p.add_argument("--workers", type=int, default=2, help="hub worker processes running every step")
+    p.add_argument(
+        "--roles",
+        default="",
+        help="worker processes by role instead of --workers, e.g. routing,downstream: one process per "
+        "entry (all | routing | downstream), each role in its own consumer group",
+    )
     p.add_argument("--api-workers", type=int, default=1, help="hub API processes (client round-robins)")
     p.add_argument("--concurrency", type=int, default=64, help="POSTs in flight in the max phase")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client")
@@ -1143,6 +1149,24 @@ def parse_rates(spec: str) -> list[float]:
             raise SystemExit(f"--sweep: {part!r} is outside 0 < rate <= 10000 referrals/s")
         rates.append(rate)
     return sorted(set(rates))
+
+
+WORKER_ROLES = ("all", "routing", "downstream")
+
+
+def parse_roles(spec: str, workers: int) -> list[str]:
+    """One role per worker process: ``--roles`` (e.g. routing,downstream), else ``--workers`` x all."""
+    if not spec.strip():
+        if workers < 1:
+            raise SystemExit(f"--workers: {workers} is not a number of processes; give 1 or more")
+        return ["all"] * workers
+    roles = [x.strip() for x in spec.split(",") if x.strip()]
+    for role in roles:
+        if role not in WORKER_ROLES:
+            raise SystemExit(f"--roles: {role!r} is not a worker role; use {', '.join(WORKER_ROLES)}")
+    if "all" not in roles and not {"routing", "downstream"} <= set(roles):
+        raise SystemExit("--roles: name both routing and downstream (or all): every step needs a worker")
+    return roles
 
 
 def sweep_knee(sweep: list[dict[str, Any]]) -> float | None:
@@ -1310,6 +1334,7 @@ def main() -> int:
     if rates and args.sweep_seconds <= 0:
         raise SystemExit(f"--sweep-seconds: {args.sweep_seconds:g} is not a duration; give seconds > 0")
     args.sweep_plan = [(rate, int(rate * args.sweep_seconds)) for rate in rates]
+    args.worker_roles = parse_roles(args.roles, args.workers)
     count = (
         args.warmup
         + int(args.rate * args.duration) * (not args.skip_open)
@@ -1333,6 +1358,7 @@ def main() -> int:
                 "rate",
                 "duration",
                 "workers",
+                "worker_roles",
                 "api_workers",
                 "concurrency",
                 "partitions",
@@ -1376,10 +1402,11 @@ def main() -> int:
                         int(hub.env.get("HUB_KAFKA__BATCH_SIZE", "262144")),
                     )
                 )
-            say(f"starting the hub: {args.api_workers} API, {args.workers} worker process(es)")
-            start_hub(hub, args.workers)
-            group = "qixin-hub-" + hub.prefix.strip(".")
-            wait_group_stable(bootstrap, group, args.workers)
+            say(f"starting the hub: {args.api_workers} API, workers: {', '.join(args.worker_roles)}")
+            start_hub(hub, args.worker_roles)
+            for role in sorted(set(args.worker_roles)):  # each role is a consumer group of its own
+                group = "qixin-hub-" + ("" if role == "all" else f"{role}-") + hub.prefix.strip(".")
+                wait_group_stable(bootstrap, group, args.worker_roles.count(role))
             bracket = None if args.skip_baselines else samples[0]
             result["phases"] = asyncio.run(run_phases(args, hub, prep, bracket))
             hub.check_alive()

@@ -240,18 +240,23 @@ def build_worker(settings: Settings | None = None) -> faust.App:
         rules_reload_seconds=settings.rules.reload_seconds,
     )
     worker_metrics.serve(app, settings.worker.metrics_port)
-    accept_inbound.register(app, services)
-    route_referrals.register(app, services)
-    project_events.register(app, services)
-    monitor_sla.register(app, services)
-    apply_consents.register(app, services)
-    chain_audit.register(
-        app,
-        AuditChainServices(
-            append=AppendToChain(SqlAuditStore(engine), hub_keys.signer(HUB_OWNER), clock),
-            clock=clock,
-            topic_name=settings.topic,
-            linger_s=settings.worker.audit_linger_s,
-        ),
-    )
+    # Both roles route: the routing step, and re-routing after a decline (project_events).
+    route_referrals.register_rules_reload(app, services)
+    role = settings.worker.role
+    if role in ("all", "routing"):
+        accept_inbound.register(app, services)
+        route_referrals.register(app, services)
+    if role in ("all", "downstream"):
+        project_events.register(app, services)
+        monitor_sla.register(app, services)
+        apply_consents.register(app, services)
+        chain_audit.register(
+            app,
+            AuditChainServices(
+                append=AppendToChain(SqlAuditStore(engine), hub_keys.signer(HUB_OWNER), clock),
+                clock=clock,
+                topic_name=settings.topic,
+                linger_s=settings.worker.audit_linger_s,
+            ),
+        )
     return app

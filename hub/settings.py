@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,15 @@ class WorkerSettings(BaseModel):
     # How long the routing step lets referrals gather once they flow (one transaction and one wait
     # for the broker per batch); a lone referral after a pause goes at once.
     route_linger_s: float = Field(default=0.005, ge=0, le=1)
+    # Which stream steps this process runs. Each role is a consumer group of its own, and several
+    # processes of one role share its partitions (DESIGN §4).
+    #   all         every step (the default; `make up` runs one such worker)
+    #   routing     intake and routing: from a submission to the recipients' inboxes
+    #   downstream  every other step: status changes (and re-routing after a decline), openings,
+    #               SLA monitor and escalations, follow-ups, consent changes, the audit chain
+    # A routing process then spends nothing on work off a referral's way to its inbox; on two cores
+    # that halved p99 POST -> inbox at 100/s against two "all" workers (bench/README.md, round 7).
+    role: Literal["all", "routing", "downstream"] = "all"
 
 
 class KeySettings(BaseModel):

@@ -29,13 +29,24 @@ def _idempotent_producer() -> None:
     producer._qixin_idempotent = True  # type: ignore[attr-defined]
 
 
+def group_id(settings: Settings) -> str:
+    """The faust app id, which is the consumer group: one per worker role and topic prefix."""
+    k = settings.kafka
+    role = settings.worker.role
+    return (
+        settings.worker.app_id
+        + ("" if role == "all" else f"-{role}")
+        + (f"-{k.topic_prefix.strip('.')}" if k.topic_prefix else "")
+    )
+
+
 def make_app(settings: Settings) -> faust.App:
     _idempotent_producer()
     k = settings.kafka
     faust_dir = settings.var_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
-        settings.worker.app_id + (f"-{k.topic_prefix.strip('.')}" if k.topic_prefix else ""),
+        group_id(settings),
         broker=f"kafka://{k.bootstrap.replace(',', ';kafka://')}",
         store="memory://",
         # faust's default is "<app id>-data" in the working directory; keep it with the hub's state.

@@ -161,10 +161,8 @@ def _deliveries_topic(app: faust.App, services: PipelineServices) -> faust.Topic
     return sink
 
 
-def register(app: faust.App, services: PipelineServices) -> None:
-    source = app.topic(
-        services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw", key_serializer="raw"
-    )
+def register_rules_reload(app: faust.App, services: PipelineServices) -> None:
+    """Hot reload of the routing rules, in every worker that routes (routing step and re-routing)."""
 
     @app.timer(interval=services.rules_reload_seconds, name="reload_rules")
     async def reload_rules() -> None:
@@ -183,6 +181,12 @@ def register(app: faust.App, services: PipelineServices) -> None:
                 outcome.version, outcome.previous, outcome.ok, services.clock.now(), len(outcome.issues)
             )
         )
+
+
+def register(app: faust.App, services: PipelineServices) -> None:
+    source = app.topic(
+        services.topic_name(REFERRALS_SUBMITTED.name), value_serializer="raw", key_serializer="raw"
+    )
 
     async def report(
         pairs: Sequence[tuple[EventT, ReferralSubmitted]],

@@ -112,8 +112,22 @@ def up(
     shutdown()
 
 
-def worker() -> None:
+ROLES = ("all", "routing", "downstream")
+
+
+def worker(
+    role: str = typer.Option(
+        "",
+        "--role",
+        help="which steps to run: all | routing (intake -> inboxes) | downstream (every other step); "
+        "default HUB_WORKER__ROLE, else all",
+    ),
+) -> None:
     """Run the stream processors (faust worker); several share partitions through the consumer group."""
+    if role and role not in ROLES:
+        raise typer.BadParameter(
+            f"'{role}' is not a worker role; use one of {', '.join(ROLES)}", param_hint="--role"
+        )
     import importlib.util
 
     if importlib.util.find_spec("uvloop") is not None:  # a locked dependency; faust supports it
@@ -125,6 +139,8 @@ def worker() -> None:
     from hub.cli.heap import tune_gc
 
     settings = load_settings()
+    if role:
+        settings.worker.role = role  # type: ignore[assignment]  # checked against ROLES above
     app = build_worker(settings)
     if not wait_for_group_coordinator(settings.kafka, app.conf.id):
         typer.echo(f"the broker cannot coordinate group {app.conf.id} yet; starting anyway", err=True)

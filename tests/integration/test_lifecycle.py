@@ -42,8 +42,16 @@ def _drill_rules(target: Path) -> Path:
     return rules
 
 
-@pytest.fixture(scope="module")
-def drill(kafka: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+@pytest.fixture(
+    scope="module",
+    # One worker running every step (`make up`), and the steps split between a routing worker and a
+    # downstream one, each in its consumer group (HUB_WORKER__ROLE): every feature works in both.
+    params=[("all",), ("routing", "downstream")],
+    ids=["one-worker", "split-roles"],
+)
+def drill(
+    kafka: str, postgres: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningHub]:
     tmp = Path(tmp_path_factory.mktemp("drill"))
     env = {
         "HUB_RULES__DIR": str(_drill_rules(tmp)),
@@ -52,7 +60,7 @@ def drill(kafka: str, postgres: str, tmp_path_factory: pytest.TempPathFactory) -
         # 4 s, then a day and two days: the first visit falls due while the test waits.
         "HUB_SLA__FOLLOWUP_OFFSETS_DAYS": "[0.00005, 1, 2]",
     }
-    running = make_hub(tmp, kafka, postgres, extra_env=env)
+    running = make_hub(tmp, kafka, postgres, extra_env=env, worker_roles=request.param)
     try:
         yield running
     finally:
@@ -66,7 +74,7 @@ def wait_for(what: str, probe: Callable[[], Any], hub: RunningHub, timeout: floa
         if value:
             return value
         time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\nworker log:\n{hub.log('worker')}")
+    raise AssertionError(f"timed out waiting for {what}\n{hub.worker_logs()}")
 
 
 def new_student(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -347,3 +355,41 @@ def test_an_unrouted_referral_is_a_dead_letter_and_replays_after_a_rule_fix(dril
 
     wait_for("the re-routed delivery", street_centre_has_it, drill)
     assert _hub_cli(drill, "deadletters", "replay", letter["event_id"]).returncode == 1  # once only
+
+
+def test_the_disclosure_opening_and_transitions_are_chained_and_the_chain_verifies(drill: RunningHub) -> None:
+    referral_id = drill.submit(SCHOOL, new_student(sample("referral-school-camhs-high.json"))).json()[
+        "referral_id"
+    ]
+    [item] = drill.wait_inbox(CAMHS, referral_id)
+    with drill.client(CAMHS) as camhs:
+        assert camhs.get(f"/v1/tasks/{item['task_id']}/content").status_code == 200  # opened
+    move(drill, CAMHS, item["task_id"], "received")
+
+    def chained() -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "hub", "audit", "search", "--referral", referral_id, "--json"],
+            env=drill.env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return {x["event"]["type"] for x in json.loads(done.stdout)["items"]}
+
+    # Disclosed by the routing step, opened and moved through the API: all in the one chain.
+    wait_for(
+        "the disclosure, the access and the transition in the audit chain",
+        lambda: {"disclosure", "access", "transition"} <= chained(),
+        drill,
+    )
+    verified = subprocess.run(
+        [sys.executable, "-m", "hub", "audit", "verify"],
+        env=drill.env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

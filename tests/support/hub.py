@@ -41,11 +41,11 @@ class RunningHub:
     keys: dict[str, str] = field(default_factory=dict)
 
     # -- processes -------------------------------------------------------------------------------
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.var_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "hub", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -72,6 +72,11 @@ class RunningHub:
     def log(self, name: str) -> str:
         path = self.var_dir / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def worker_logs(self) -> str:
+        """The tail of every worker's log (one "worker", or one per role), for a failure message."""
+        names = sorted(p.stem for p in self.var_dir.glob("worker*.log"))
+        return "\n".join(f"--- {name}.log\n{self.log(name)}" for name in names)
 
     def wait_api(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -182,7 +187,10 @@ def make_hub(
     *,
     worker: bool = True,
     extra_env: dict[str, str] | None = None,
+    worker_roles: tuple[str, ...] = ("all",),
 ) -> RunningHub:
+    """A hub on a fresh topic prefix and database: the API and, with ``worker``, one worker process
+    per entry of ``worker_roles`` ("worker" for all steps, "worker-<role>" for a role)."""
     prefix = f"t{uuid.uuid4().hex[:8]}."
     db_url = fresh_database(pg_admin_url, prefix.rstrip("."))
     port = free_port()
@@ -208,6 +216,16 @@ def make_hub(
     )
     hub.start("api", "api")
     if worker:
-        hub.start("worker", "worker")
+        for role in worker_roles:
+            if role == "all":
+                hub.start("worker", "worker")
+            else:  # several workers on one host: a metrics port each
+                hub.start(
+                    f"worker-{role}",
+                    "worker",
+                    "--role",
+                    role,
+                    env={"HUB_WORKER__METRICS_PORT": str(free_port())},
+                )
     hub.wait_api()
     return hub
