@@ -68,6 +68,10 @@ DEFAULT_SAMPLE = "referral-school-camhs-high"
 TARGET_RATE = 1000.0  # referrals/s sustained
 TARGET_VALIDATE_RATIO = 0.5  # or >= half the single-core validate rate
 TARGET_P99_MS = 100.0  # POST -> inbox at 100 referrals/s
+WORKER_ROLES = ("all", "routing", "downstream")
+# A routing worker and a downstream one (README "Worker roles"): on two cores, lower p99 at 100/s
+# and less CPU per referral than two workers running every step (bench/README.md, round 7).
+DEFAULT_ROLES = ("routing", "downstream")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1090,12 +1094,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n", type=int, default=5000, help="referrals in the max-throughput phase (0: skip)")
     p.add_argument("--rate", type=float, default=100.0, help="open-loop rate, referrals/s")
     p.add_argument("--duration", type=float, default=20.0, help="open-loop seconds")
-    p.add_argument("--workers", type=int, default=2, help="hub worker processes running every step")
+    p.add_argument(
+        "--workers", type=int, default=None, help="W hub worker processes running every step (role all)"
+    )
     p.add_argument(
         "--roles",
-        default="",
-        help="worker processes by role instead of --workers, e.g. routing,downstream: one process per "
-        "entry (all | routing | downstream), each role in its own consumer group",
+        default=None,
+        help="worker processes by role, one per entry (all | routing | downstream), each role in its "
+        f"own consumer group (default, unless --workers is given: {','.join(DEFAULT_ROLES)})",
     )
     p.add_argument("--api-workers", type=int, default=1, help="hub API processes (client round-robins)")
     p.add_argument("--concurrency", type=int, default=64, help="POSTs in flight in the max phase")
@@ -1151,15 +1157,16 @@ def parse_rates(spec: str) -> list[float]:
     return sorted(set(rates))
 
 
-WORKER_ROLES = ("all", "routing", "downstream")
-
-
-def parse_roles(spec: str, workers: int) -> list[str]:
-    """One role per worker process: ``--roles`` (e.g. routing,downstream), else ``--workers`` x all."""
-    if not spec.strip():
+def parse_roles(spec: str | None, workers: int | None) -> list[str]:
+    """One role per worker process: ``--workers`` x all, or ``--roles`` (default routing,downstream)."""
+    if workers is not None:
+        if spec is not None:
+            raise SystemExit("give --workers (every step in each) or --roles, not both")
         if workers < 1:
             raise SystemExit(f"--workers: {workers} is not a number of processes; give 1 or more")
         return ["all"] * workers
+    if spec is None:
+        return list(DEFAULT_ROLES)
     roles = [x.strip() for x in spec.split(",") if x.strip()]
     for role in roles:
         if role not in WORKER_ROLES:

@@ -89,9 +89,12 @@ def bench() -> ModuleType:
 
 
 def test_the_benchmark_starts_the_roles_it_is_given(bench: ModuleType) -> None:
-    assert bench.parse_roles("", 2) == ["all", "all"]
-    assert bench.parse_roles("routing, downstream", 2) == ["routing", "downstream"]
+    assert bench.parse_roles(None, None) == ["routing", "downstream"]  # the default layout
+    assert bench.parse_roles(None, 2) == ["all", "all"]
+    assert bench.parse_roles("routing, routing, downstream", None) == ["routing", "routing", "downstream"]
     with pytest.raises(SystemExit, match="'fast' is not a worker role"):
-        bench.parse_roles("routing,fast", 1)
+        bench.parse_roles("routing,fast", None)
     with pytest.raises(SystemExit, match="name both routing and downstream"):
-        bench.parse_roles("routing,routing", 1)  # nobody would chain the audit log
+        bench.parse_roles("routing,routing", None)  # nobody would chain the audit log
+    with pytest.raises(SystemExit, match="not both"):
+        bench.parse_roles("all", 2)
