@@ -81,7 +81,8 @@ class WorkerSettings(BaseModel):
     #   downstream  every other step: status changes (and re-routing after a decline), openings,
     #               SLA monitor and escalations, follow-ups, consent changes, the audit chain
     # A routing process then spends nothing on work off a referral's way to its inbox; on two cores
-    # that halved p99 POST -> inbox at 100/s against two "all" workers (bench/README.md, round 7).
+    # p99 POST -> inbox at 100/s fell by a quarter to a half against two "all" workers, and the
+    # workers' CPU per referral by ~1 ms (bench/README.md, round 7).
     role: Literal["all", "routing", "downstream"] = "all"
 
 
