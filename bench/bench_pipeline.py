@@ -68,7 +68,6 @@ DEFAULT_SAMPLE = "referral-school-camhs-high"
 TARGET_RATE = 1000.0  # referrals/s sustained
 TARGET_VALIDATE_RATIO = 0.5  # or >= half the single-core validate rate
 TARGET_P99_MS = 100.0  # POST -> inbox at 100 referrals/s
-WORKER_ROLES = ("all", "routing", "downstream")
 # A routing worker and a downstream one (README "Worker roles"): on two cores, lower p99 at 100/s
 # and less CPU per referral than two workers running every step (bench/README.md, round 7).
 DEFAULT_ROLES = ("routing", "downstream")
@@ -1159,6 +1158,8 @@ def parse_rates(spec: str) -> list[float]:
 
 def parse_roles(spec: str | None, workers: int | None) -> list[str]:
     """One role per worker process: ``--workers`` x all, or ``--roles`` (default routing,downstream)."""
+    from hub.settings import WORKER_ROLES
+
     if workers is not None:
         if spec is not None:
             raise SystemExit("give --workers (every step in each) or --roles, not both")

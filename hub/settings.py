@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,10 @@ class AuthSettings(BaseModel):
     cookie_secure: str = "auto"  # auto | always | never
 
 
+WorkerRole = Literal["all", "routing", "downstream"]
+WORKER_ROLES: tuple[str, ...] = get_args(WorkerRole)
+
+
 class WorkerSettings(BaseModel):
     app_id: str = "qixin-hub"
     web_port: int = 6066
@@ -83,7 +87,7 @@ class WorkerSettings(BaseModel):
     # A routing process then spends nothing on work off a referral's way to its inbox; on two cores
     # p99 POST -> inbox at 100/s fell by a quarter to a half against two "all" workers, and the
     # workers' CPU per referral by ~1 ms (bench/README.md, round 7).
-    role: Literal["all", "routing", "downstream"] = "all"
+    role: WorkerRole = "all"
 
 
 class KeySettings(BaseModel):

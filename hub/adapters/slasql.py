@@ -30,11 +30,10 @@ def _reached(
     conn: sa.Connection, started: Any, due: Any, fraction: float, now: datetime
 ) -> sa.ColumnElement[bool]:
     """SQL for "started + fraction × (due − started) <= now": the clock's reminder time has come."""
+    at = sa.bindparam(None, now, type_=sa.DateTime(timezone=True))
     if conn.dialect.name == "sqlite":  # timestamps are text there: compare as Julian days
         day = sa.func.julianday
-        at = sa.bindparam(None, now, type_=sa.DateTime(timezone=True))
         return day(started) + (day(due) - day(started)) * fraction <= day(at)
-    at = sa.bindparam(None, now, type_=sa.DateTime(timezone=True))
 
     def seconds(ts: Any) -> Any:  # EXTRACT(EPOCH FROM ts): a number, no interval arithmetic
         return sa.extract("epoch", ts)

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import typer
 
-from hub.settings import REPO_ROOT, Settings, load_settings
+from hub.settings import REPO_ROOT, WORKER_ROLES, Settings, WorkerRole, load_settings
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
 
@@ -112,9 +112,6 @@ def up(
     shutdown()
 
 
-ROLES = ("all", "routing", "downstream")
-
-
 def worker(
     role: str = typer.Option(
         "",
@@ -124,9 +121,9 @@ def worker(
     ),
 ) -> None:
     """Run the stream processors (faust worker); several share partitions through the consumer group."""
-    if role and role not in ROLES:
+    if role and role not in WORKER_ROLES:
         raise typer.BadParameter(
-            f"'{role}' is not a worker role; use one of {', '.join(ROLES)}", param_hint="--role"
+            f"'{role}' is not a worker role; use one of {', '.join(WORKER_ROLES)}", param_hint="--role"
         )
     import importlib.util
 
@@ -140,7 +137,7 @@ def worker(
 
     settings = load_settings()
     if role:
-        settings.worker.role = role  # type: ignore[assignment]  # checked against ROLES above
+        settings.worker.role = cast(WorkerRole, role)  # checked against WORKER_ROLES above
     app = build_worker(settings)
     if not wait_for_group_coordinator(settings.kafka, app.conf.id):
         typer.echo(f"the broker cannot coordinate group {app.conf.id} yet; starting anyway", err=True)

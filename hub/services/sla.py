@@ -32,7 +32,8 @@ class SlaSource(Protocol):
 
 
 class MonitorSla:
-    """One pass over every open deadline; safe to run in every worker (event ids are deterministic)."""
+    """One pass over the open deadlines whose reminder time has come; safe to run in every worker
+    (event ids are deterministic)."""
 
     def __init__(
         self,
