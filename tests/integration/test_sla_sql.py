@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.support.servers import fresh_database
+from tests.support.servers import scratch_hub_engine
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine
         yield engine
         engine.dispose()
         return
-    postgres = request.getfixturevalue("postgres")
-    name = f"sla{uuid.uuid4().hex[:8]}"
-    engine = make_engine(fresh_database(postgres, name))
-    create_schema(engine)
-    yield engine
-    engine.dispose()
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_hub_engine(request.getfixturevalue("postgres"), f"sla{uuid.uuid4().hex[:8]}") as engine:
+        yield engine
 
 
 def _delivery(delivery_id: str, status: str, ack_window: timedelta) -> dict[str, Any]:

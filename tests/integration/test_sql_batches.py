@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.support.servers import fresh_database
+from tests.support.servers import scratch_hub_engine
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +25,8 @@ AT = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def engine(postgres: str) -> Iterator[sa.Engine]:
-    from hub.adapters.db import create_schema, make_engine
-
-    name = f"s{uuid.uuid4().hex[:8]}"
-    engine = make_engine(fresh_database(postgres, name))
-    create_schema(engine)
-    yield engine
-    engine.dispose()
-    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_hub_engine(postgres, f"s{uuid.uuid4().hex[:8]}") as engine:
+        yield engine
 
 
 def _seal_row(delivery_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "infra" / "kafka" / "kafka.sh"
@@ -89,3 +90,22 @@ def fresh_database(admin_url: str, name: str) -> str:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
     return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+@contextmanager
+def scratch_hub_engine(admin_url: str, name: str) -> Iterator[Any]:
+    """An engine on a fresh database holding the hub's schema; the database is dropped afterwards."""
+    import sqlalchemy as sa
+
+    from hub.adapters.db import create_schema, make_engine
+
+    engine = make_engine(fresh_database(admin_url, name))
+    create_schema(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
