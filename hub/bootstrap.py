@@ -111,6 +111,7 @@ def staff_services(
     from datetime import timedelta
 
     from hub.adapters.auditstore import SqlAuditStore
+    from hub.adapters.breakglasssql import SqlBreakGlassStore
     from hub.adapters.crypto import Ed25519Verifier
     from hub.adapters.listingsql import DirectoryReader, SqlListing
     from hub.adapters.metricsql import SqlMetricSource
@@ -118,6 +119,7 @@ def staff_services(
     from hub.adapters.user import create_tables as create_user_tables
     from hub.services.access import OpenDelivery
     from hub.services.audit import AuditQueries, RecordAudit, hub_signature_check
+    from hub.services.breakglass import BreakGlassReviews
     from hub.services.identity import IdentityService, SessionPolicy
     from hub.services.listing import Listings
     from hub.services.metric import DashboardMetrics
@@ -158,6 +160,7 @@ def staff_services(
             settings.topic,
             audit_access,
         ),
+        "break_glass": BreakGlassReviews(SqlBreakGlassStore(engine), record_audit, clock),
         "submit_limiter": TokenBucketLimiter(settings.api.submit_rate_per_s, settings.api.submit_burst),
         "cookie_secure": auth.cookie_secure,
         "audit": AuditQueries(

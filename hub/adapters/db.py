@@ -338,6 +338,22 @@ follow_ups = sa.Table(
     sa.Column("escalation_level", sa.Integer, nullable=False, default=0),
 )
 
+# A supervisor's review of an emergency (break-glass) disclosure made at their agency's request
+# (DESIGN §3): one per delivery, the first one wins. Codes and ids only, like the audit event it mirrors.
+break_glass_reviews = sa.Table(
+    "break_glass_reviews",
+    metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("referral_id", sa.String(64), nullable=False),
+    sa.Column("sender_org", sa.String(100), nullable=False, index=True),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("guardian_notice", sa.String(40), nullable=False),
+    sa.Column("reviewed_by_role", sa.String(40), nullable=False),
+    sa.Column("reviewed_by_user", sa.String(128)),
+    sa.Column("reviewed_at", _TS, nullable=False),
+    sa.Column("audit_event_id", sa.String(128), nullable=False),
+)
+
 consents = sa.Table(
     "consents",
     metadata,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
-from hub.adapters.db import aware, deliveries, referrals
+from hub.adapters.db import aware, break_glass_reviews, deliveries, referrals
 from hub.services.metric import DeliveryFact
 
 
@@ -33,7 +34,12 @@ class SqlMetricSource:
             d.decided_at,
             d.first_contact_at,
             d.closed_at,
-        ).select_from(deliveries.outerjoin(referrals, referrals.c.referral_id == d.referral_id))
+            break_glass_reviews.c.delivery_id.is_not(None).label("reviewed"),
+        ).select_from(
+            deliveries.outerjoin(referrals, referrals.c.referral_id == d.referral_id).outerjoin(
+                break_glass_reviews, break_glass_reviews.c.delivery_id == d.delivery_id
+            )
+        )
         if since is not None:
             q = q.where(d.created_at >= since)
         if until is not None:
@@ -42,4 +48,9 @@ class SqlMetricSource:
             q = q.where(sa.or_(d.sender_org == org_id, d.recipient_org == org_id))
         with self._engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
-        return [DeliveryFact(**{k: aware(v) for k, v in r.items()}) for r in rows]
+        facts = []
+        for r in rows:
+            values: dict[str, Any] = {k: aware(v) for k, v in r.items()}
+            values["reviewed"] = bool(values["reviewed"])  # SQLite answers IS NOT NULL with 0/1
+            facts.append(DeliveryFact(**values))
+        return facts

@@ -13,7 +13,18 @@ from hub.api import metrics, pages, problem
 from hub.api.bodylimit import BodyLimit
 from hub.api.deps import AUDITORS, ApiServices, require_roles
 from hub.api.problem import problem_responses
-from hub.api.routes import audit, auth, dashboard, directory, followup, health, referral, task, user
+from hub.api.routes import (
+    audit,
+    auth,
+    breakglass,
+    dashboard,
+    directory,
+    followup,
+    health,
+    referral,
+    task,
+    user,
+)
 
 
 def create_app(
@@ -55,6 +66,7 @@ def create_app(
     app.include_router(directory.router)
     app.include_router(dashboard.router)
     app.include_router(user.router)
+    app.include_router(breakglass.router)
     # Only auditors search and verify the trail; it holds ids and codes, never clinical content.
     app.include_router(
         audit.router, dependencies=[Depends(require_roles(*AUDITORS))], responses=problem_responses(401, 403)

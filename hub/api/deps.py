@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hub.domain.error import Forbidden, Unauthenticated
 from hub.services.access import OpenDelivery
+from hub.services.breakglass import BreakGlassReviews
 from hub.services.identity import IdentityService, StaffCaller, csrf_matches
 from hub.services.listing import Listings
 from hub.services.metric import DashboardMetrics
@@ -44,6 +45,7 @@ class ApiServices:
     metrics: DashboardMetrics | None = None
     open_delivery: OpenDelivery | None = None
     submit_limiter: TokenBucketLimiter | None = None
+    break_glass: BreakGlassReviews | None = None
     cookie_secure: str = "auto"
     # The audit colleague's services (search, verify) once wired; None until then.
     audit: Any = None

@@ -24,6 +24,7 @@ from hub.api.i18n import LANGS, Translator, pick_lang
 from hub.api.routes.auth import clear_session_cookie, set_session_cookie
 from hub.domain.error import Forbidden, HubError, TooManyRequests, Unauthenticated
 from hub.domain.lifecycle import Party, TaskStatus, allowed_targets
+from hub.services.breakglass import GUARDIAN_NOTICES, REVIEW_FILTERS, REVIEW_OUTCOMES
 from hub.services.identity import StaffCaller, csrf_matches
 from hub.services.listing import ListFilter
 from hub.services.task import ChangeStatus
@@ -51,6 +52,7 @@ NAV = [
     ("/worklist", "nav.worklist", RECIPIENT_ROLES),
     ("/referrals", "nav.referrals", SENDER_ROLES),
     ("/escalations", "nav.escalations", frozenset({"supervisor"})),
+    ("/break-glass", "nav.breakglass", frozenset({"supervisor"})),
     ("/dashboard", "nav.dashboard", MONITOR_ROLES),
     ("/audit", "nav.audit", frozenset({"auditor"})),
     ("/admin/users", "nav.users", frozenset({"admin"})),
@@ -479,6 +481,48 @@ def escalations_page(request: Request) -> Response:
     services = _services(request)
     assert services.listings is not None
     return render(request, "escalations.html", caller, items=services.listings.escalations(caller))
+
+
+@router.get("/break-glass", response_class=HTMLResponse)
+def break_glass_page(
+    request: Request, status: str = "pending", done: str | None = None, error: str | None = None
+) -> Response:
+    caller = _require(request, {"supervisor"})
+    services = _services(request)
+    assert services.break_glass is not None
+    shown = status if status in REVIEW_FILTERS else None  # "all" (or anything else): both
+    return render(
+        request,
+        "breakglass.html",
+        caller,
+        items=services.break_glass.uses(caller, shown),
+        status=shown or "",
+        outcomes=REVIEW_OUTCOMES,
+        notices=GUARDIAN_NOTICES,
+        done=done,
+        error=error,
+    )
+
+
+@router.post("/break-glass/{delivery_id}/review")
+async def break_glass_review(
+    request: Request,
+    delivery_id: str,
+    outcome: str = Form(""),
+    guardian_notice: str = Form(""),
+    csrf_token: str = Form(""),
+) -> Response:
+    caller = _require(request, {"supervisor"})
+    _check_csrf(caller, csrf_token)
+    services = _services(request)
+    assert services.break_glass is not None
+    try:
+        await services.break_glass.review(caller, delivery_id, outcome, guardian_notice)
+    except HubError as exc:
+        if exc.status in (404, 403, 503):
+            raise
+        return RedirectResponse(f"/break-glass?status=all&error={quote(exc.code)}", status_code=303)
+    return RedirectResponse("/break-glass?status=reviewed&done=1", status_code=303)
 
 
 # ------------------------------------------------------------------------------------------ audit

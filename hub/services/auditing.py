@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from schemas.audit import (
     AuditAction,
@@ -16,6 +17,9 @@ from schemas.audit import (
     derived_event_id,
 )
 from schemas.envelope import ConsentChanged, DeliveryCreated, DeliveryWithdrawn
+
+if TYPE_CHECKING:
+    from hub.services.breakglass import BreakGlassReview
 
 HUB = AuditAgent(org_id="hub", role="system")
 
@@ -56,6 +60,27 @@ def break_glass_event(delivery: DeliveryCreated) -> AuditEvent:
             detail="review-required",
         ),
         purpose=delivery.purpose,
+        legal_basis="emergency",
+    )
+
+
+def break_glass_review_event(review: BreakGlassReview) -> AuditEvent:
+    """A supervisor reviewed an emergency disclosure: justified or not, guardian informed or why not."""
+    return AuditEvent(
+        event_id=review.audit_event_id,
+        type=AuditType.BREAK_GLASS,
+        action=AuditAction.U,
+        recorded=review.reviewed_at,
+        agent=AuditAgent(
+            org_id=review.sender_org, role=review.reviewed_by_role, user_id=review.reviewed_by_user
+        ),
+        source=AuditSource.API,
+        entity=AuditEntity(
+            referral_id=review.referral_id,
+            delivery_id=review.delivery_id,
+            org_id=review.recipient_org,
+            detail=f"reviewed:{review.outcome}:guardian-{review.guardian_notice}",
+        ),
         legal_basis="emergency",
     )
 

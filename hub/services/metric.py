@@ -55,6 +55,7 @@ class DeliveryFact:
     decided_at: datetime | None = None
     first_contact_at: datetime | None = None
     closed_at: datetime | None = None
+    reviewed: bool = False  # an emergency-basis delivery a supervisor has reviewed (break-glass)
 
 
 class MetricSource(Protocol):
@@ -154,6 +155,8 @@ class MetricsReport:
     overall: Cell
     groups: list[Cell]
     legal_basis: dict[str, Rate] = field(default_factory=dict)
+    # Emergency-basis disclosures (n) and how many a supervisor has reviewed (hits).
+    break_glass: Rate = field(default_factory=lambda: Rate(0, 0))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +170,7 @@ class MetricsReport:
             "overall": self.overall.as_dict(),
             "groups": [g.as_dict() for g in self.groups],
             "legal_basis_share": {k: _share(v) for k, v in sorted(self.legal_basis.items())},
+            "break_glass": {"uses": _count(self.break_glass.n), "reviewed": _share(self.break_glass)},
         }
 
 
@@ -299,6 +303,7 @@ def compute(
     bases: dict[str, int] = defaultdict(int)
     for f in facts:
         bases[f.legal_basis] += 1
+    emergency = [f for f in facts if f.legal_basis == "emergency"]
     return MetricsReport(
         by=by,
         period=period,
@@ -309,6 +314,7 @@ def compute(
         overall=cell("all", facts, now),
         groups=[cell(k, grouped[k], now) for k in sorted(grouped, key=ordering)],
         legal_basis={b: Rate(len(facts), c) for b, c in bases.items()},
+        break_glass=Rate(len(emergency), sum(f.reviewed for f in emergency)),
     )
 
 

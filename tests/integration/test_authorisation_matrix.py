@@ -88,6 +88,11 @@ ENDPOINTS: dict[str, Any] = {
     "audit-verify": lambda w, c, a: c.get("/v1/audit/verify"),
     "users": lambda w, c, a: c.get("/v1/users"),
     "consent": lambda w, c, a: c.post("/v1/consents", json={}),
+    "break-glass": lambda w, c, a: c.get("/v1/break-glass"),
+    # No such disclosure: supervisors get 404 from the use case, the others 403 before it.
+    "break-glass-review": lambda w, c, a: c.post(
+        "/v1/break-glass/dl-none/review", json={"outcome": "justified", "guardian_notice": "informed"}
+    ),
     "me": lambda w, c, a: c.get("/v1/auth/me"),
 }
 
@@ -194,6 +199,9 @@ MATRIX: dict[str, dict[str, int]] = {
     "users": {a: (OK if a == "admin" else DENIED) for a in ACTORS},
     "consent": {a: (422 if a in ("system", "system-sender", "referrer") else DENIED) for a in ACTORS},
     "me": {a: OK for a in ACTORS},
+    # Supervisors review the emergency disclosures their own agency asked for (DESIGN §3).
+    "break-glass": {a: (OK if a == "supervisor" else DENIED) for a in ACTORS},
+    "break-glass-review": {a: (HIDDEN if a == "supervisor" else DENIED) for a in ACTORS},
 }
 CASES = [(endpoint, actor) for endpoint in MATRIX for actor in ACTORS]
 
@@ -233,6 +241,8 @@ def test_no_endpoint_is_missing_from_the_matrix(world: World) -> None:
         "/v1/auth/me",
         "/v1/follow-ups",
         "/v1/follow-ups/{followup_id}/done",
+        "/v1/break-glass",
+        "/v1/break-glass/{delivery_id}/review",
         # covered elsewhere: login/logout (test_problem_details)
         "/v1/auth/login",
         "/v1/auth/logout",
@@ -276,6 +286,7 @@ def test_pages_follow_the_same_rules(world: World) -> None:
         "/referrals": {"referrer", "supervisor"},
         "/dashboard": {"district-monitor", "supervisor"},
         "/escalations": {"supervisor"},
+        "/break-glass": {"supervisor"},
         "/audit": {"auditor"},
         "/admin/users": {"admin"},
     }

@@ -122,6 +122,32 @@ def test_breach_counts_and_legal_basis_counts_of_one_to_four_are_hidden() -> Non
     assert report["legal_basis_share"]["consent"]["count"] == 9
 
 
+def test_break_glass_uses_and_share_reviewed_with_small_counts_suppressed() -> None:
+    consented = [fact(i) for i in range(6)]
+    reviewed = [fact(i, legal_basis="emergency", reviewed=True) for i in range(4)]
+    open_ = [fact(i, legal_basis="emergency") for i in range(2)]
+    # A review flag on a consent-based delivery counts for nothing.
+    stray = [fact(0, reviewed=True)]
+    report = compute(consented + reviewed + open_ + stray, Dimension.PAIR, Period.WEEK, NOW).as_dict()
+    # 6 uses, 4 reviewed: the use count shows, the reviewed count (1-4) does not, nor its rate.
+    assert report["break_glass"] == {"uses": 6, "reviewed": {"n": 6, "count": SUPPRESSED, "suppressed": True}}
+    more = reviewed + [fact(9, legal_basis="emergency", reviewed=True)] + open_
+    report = compute(consented + more, Dimension.PAIR, Period.WEEK, NOW).as_dict()
+    assert report["break_glass"]["reviewed"] == {
+        "n": 7,
+        "count": 5,
+        "rate": round(5 / 7, 4),
+        "suppressed": False,
+    }
+    few = compute(consented + open_, Dimension.PAIR, Period.WEEK, NOW).as_dict()
+    assert few["break_glass"] == {
+        "uses": SUPPRESSED,
+        "reviewed": {"n": SUPPRESSED, "count": SUPPRESSED, "suppressed": True},
+    }
+    none = compute(consented, Dimension.PAIR, Period.WEEK, NOW).as_dict()
+    assert none["break_glass"]["uses"] == 0
+
+
 def test_groups_by_risk_and_period_in_shanghai_time() -> None:
     assert period_key(datetime(2025, 3, 2, 17, 0, tzinfo=UTC), Period.DAY) == "2025-03-03"
     assert period_key(T0, Period.WEEK) == "2025-W10"
