@@ -26,6 +26,7 @@ DEMO_USERS: tuple[tuple[str, str, str], ...] = (
     ("police.referrer", "police-songjiang", "referrer"),
     ("centre.caseworker", "district-centre", "case-worker"),
     ("centre.referrer", "district-centre", "referrer"),
+    ("centre.supervisor", "district-centre", "supervisor"),  # reviews the hotline's break-glass uses
     ("yueyang.caseworker", "street-centre-yueyang", "case-worker"),
     ("civil.referrer", "civil-affairs-songjiang", "referrer"),
     ("district.monitor", "district-office", "district-monitor"),

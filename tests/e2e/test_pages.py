@@ -254,3 +254,33 @@ def test_tablet_portrait_worklist_fits(scene: Scene, browser: Any) -> None:
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px on a tablet"
     page.screenshot(path=str(ARTIFACTS / "worklist-tablet.png"), full_page=True)
+
+
+def test_a_supervisor_reviews_a_break_glass_disclosure(scene: Scene, browser: Any) -> None:
+    hotline = "district-centre"
+    add_users(scene.hub, [("e.centre.supervisor", hotline, "supervisor")])
+    answer = scene.hub.submit(hotline, with_new_message_id(sample("referral-hotline-crisis-camhs.json")))
+    assert answer.status_code == 202, answer.text
+    referral_id = answer.json()["referral_id"]
+    deadline = time.monotonic() + 60
+    with scene.hub.client(hotline) as client:
+        while not (deliveries := client.get(f"/v1/referrals/{referral_id}").json()["deliveries"]):
+            assert time.monotonic() < deadline, "the crisis referral was not delivered"
+            time.sleep(0.5)
+    [delivery] = deliveries
+    assert delivery["legal_basis"] == "emergency"
+
+    page = _sign_in(browser, scene.hub.base_url, "e.centre.supervisor")
+    page.click("nav.nav a[href='/break-glass']")
+    page.wait_for_load_state("networkidle")
+    assert "紧急披露复核" in page.inner_text("h1")
+    row = page.locator(f"tr[data-delivery='{delivery['delivery_id']}']")
+    row.locator("select[name=outcome]").select_option("justified")
+    row.locator("select[name=guardian_notice]").select_option("informed")
+    page.screenshot(path=str(ARTIFACTS / "break-glass-pending.png"), full_page=True)
+    row.locator("button[type=submit]").click()
+    page.wait_for_load_state("networkidle")
+    assert page.locator("[data-testid=review-done]").is_visible()
+    reviewed = page.locator(f"tr[data-delivery='{delivery['delivery_id']}']")
+    assert "正当" in reviewed.inner_text() and "已告知监护人" in reviewed.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "break-glass-reviewed.png"), full_page=True)

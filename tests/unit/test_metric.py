@@ -131,7 +131,7 @@ def test_break_glass_uses_and_share_reviewed_with_small_counts_suppressed() -> N
     report = compute(consented + reviewed + open_ + stray, Dimension.PAIR, Period.WEEK, NOW).as_dict()
     # 6 uses, 4 reviewed: the use count shows, the reviewed count (1-4) does not, nor its rate.
     assert report["break_glass"] == {"uses": 6, "reviewed": {"n": 6, "count": SUPPRESSED, "suppressed": True}}
-    more = reviewed + [fact(9, legal_basis="emergency", reviewed=True)] + open_
+    more = [*reviewed, fact(9, legal_basis="emergency", reviewed=True), *open_]
     report = compute(consented + more, Dimension.PAIR, Period.WEEK, NOW).as_dict()
     assert report["break_glass"]["reviewed"] == {
         "n": 7,
