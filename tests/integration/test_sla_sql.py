@@ -9,59 +9,21 @@ be read and sifted in Python on every pass.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.support.servers import scratch_hub_engine
+from tests.support.readmodel import delivery_row
 
 pytestmark = pytest.mark.integration
 
 AT = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    from hub.adapters.db import create_schema, make_engine
-
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'hub.db'}")
-        create_schema(engine)
-        yield engine
-        engine.dispose()
-        return
-    with scratch_hub_engine(request.getfixturevalue("postgres"), f"sla{uuid.uuid4().hex[:8]}") as engine:
-        yield engine
-
-
 def _delivery(delivery_id: str, status: str, ack_window: timedelta) -> dict[str, Any]:
-    return {
-        "delivery_id": delivery_id,
-        "task_id": "t-" + delivery_id,
-        "referral_id": "r-" + delivery_id,
-        "recipient_org": "sj-camhs-1",
-        "recipient_type": "camhs",
-        "sender_org": "school-1",
-        "purpose": "treatment",
-        "legal_basis": "consent",
-        "categories": ["risk"],
-        "priority": "urgent",
-        "risk_level": 3,
-        "reasons": ["self-harm"],
-        "rule_id": "r1",
-        "ruleset_version": "v1",
-        "status": status,
-        "created_at": AT,
-        "updated_at": AT,
-        "ack_due": AT + ack_window,
-        "escalation_level": 0,
-        "version": 0,
-    }
+    return delivery_row(delivery_id, AT, status=status, ack_due=AT + ack_window)
 
 
 def _escalation(delivery_id: str, level: int) -> dict[str, Any]:
