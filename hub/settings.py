@@ -88,6 +88,21 @@ class WorkerSettings(BaseModel):
     # p99 POST -> inbox at 100/s fell by a quarter to a half against two "all" workers, and the
     # workers' CPU per referral by ~1 ms (bench/README.md, round 7).
     role: WorkerRole = "all"
+    # How this worker's consumer fetches: the broker answers a fetch once fetch_min_bytes are there
+    # or fetch_max_wait_ms have passed. Unset: the role's default. A downstream worker waits up to
+    # 200 ms for 1 MiB: its steps are off a referral's way to the inbox, and at 100 referrals/s it
+    # then cost half the CPU (bench/README.md, round 8). The others take each record as it comes
+    # (1 byte; faust's 1.5 s wait only matters when nothing arrives).
+    fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=30_000)
+    fetch_min_bytes: int | None = Field(default=None, ge=1)
+
+    def fetch_tuning(self) -> tuple[int, int]:
+        """(fetch_max_wait_ms, fetch_min_bytes) for this worker's consumer."""
+        wait, least = (200, 1 << 20) if self.role == "downstream" else (1500, 1)
+        return (
+            wait if self.fetch_max_wait_ms is None else self.fetch_max_wait_ms,
+            least if self.fetch_min_bytes is None else self.fetch_min_bytes,
+        )
 
 
 class KeySettings(BaseModel):

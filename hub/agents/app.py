@@ -40,8 +40,31 @@ def group_id(settings: Settings) -> str:
     )
 
 
+def _fetch_tuning(settings: Settings) -> None:
+    """Set this process's consumer fetch wait and size (``WorkerSettings.fetch_tuning``).
+
+    faust builds its aiokafka consumer with a fixed 1.5 s wait and aiokafka's 1-byte minimum, and
+    offers no setting for either; the wrapper sets them on the consumer faust built, before it
+    starts (aiokafka hands them to its fetcher at start). Applied to the class, once per process.
+    """
+    cls = faust_aiokafka.AIOKafkaConsumerThread
+    cls._qixin_fetch = settings.worker.fetch_tuning()  # type: ignore[attr-defined]
+    if getattr(cls, "_qixin_fetch_wrapped", False):
+        return
+    create = cls._create_worker_consumer
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms, consumer._fetch_min_bytes = cls._qixin_fetch  # type: ignore[attr-defined]
+        return consumer
+
+    cls._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    cls._qixin_fetch_wrapped = True  # type: ignore[attr-defined]
+
+
 def make_app(settings: Settings) -> faust.App:
     _idempotent_producer()
+    _fetch_tuning(settings)
     k = settings.kafka
     faust_dir = settings.var_dir / "faust"
     faust_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level

@@ -338,3 +338,33 @@ def test_a_class_with_its_own_rules_takes_the_library_path() -> None:
     assert STATE.plan_after(Odd, Odd.model_construct()) is STATE.slow
     assert fhirspeed._is_literal(Task.get_required_fields)
     assert not fhirspeed._is_literal(Odd.get_required_fields)
+
+
+@pytest.mark.usefixtures("both")
+def test_resource_classes_are_resolved_once_and_the_library_lookup_comes_back() -> None:
+    import fhir_core.types as fhir_types
+
+    cached = fhir_types.import_string
+    assert isinstance(cached, fhirspeed.CachedImportString)
+    calls: list[str] = []
+    original = cached.original
+
+    def counting(value: Any) -> Any:
+        calls.append(value)
+        return original(value)
+
+    cached.original = counting
+    try:
+        cached._found.clear()
+        Bundle.model_validate(SAMPLE)
+        first = len(calls)
+        Bundle.model_validate(SAMPLE)
+    finally:
+        cached.original = original
+    assert first >= 5  # one per resource class in the Bundle's entries
+    assert len(calls) == first  # the second Bundle resolved nothing again
+    assert cached("fhir.resources.R4B.patient.Patient").__name__ == "Patient"
+    with pytest.raises(Exception, match="Invalid python path"):
+        cached("fhir.resources.R4B.nothing.Nothing")  # a failure is the library's own, every time
+    fhirspeed.uninstall()
+    assert fhir_types.import_string is original

@@ -98,3 +98,35 @@ def test_the_benchmark_starts_the_roles_it_is_given(bench: ModuleType) -> None:
         bench.parse_roles("routing,routing", None)  # nobody would chain the audit log
     with pytest.raises(SystemExit, match="not both"):
         bench.parse_roles("all", 2)
+
+
+@pytest.mark.parametrize(
+    ("role", "env", "expected"),
+    [
+        ("downstream", {}, (200, 1 << 20)),  # off the inbox's way: fewer, fuller fetches
+        ("routing", {}, (1500, 1)),  # every record as it comes
+        ("all", {}, (1500, 1)),
+        ("downstream", {"HUB_WORKER__FETCH_MAX_WAIT_MS": "50", "HUB_WORKER__FETCH_MIN_BYTES": "1"}, (50, 1)),
+    ],
+)
+def test_the_consumer_faust_builds_fetches_as_the_role_wants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, role: str, env: dict[str, str], expected: tuple[int, int]
+) -> None:
+    import asyncio
+
+    from hub.agents.app import make_app
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(var_dir=tmp_path / "var")
+    settings.worker.role = role  # type: ignore[assignment]
+
+    async def built() -> tuple[int, int]:
+        app = make_app(settings)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+        try:
+            return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
+        finally:
+            await consumer.stop()  # never started: closes its client only
+
+    assert asyncio.run(built()) == expected
