@@ -34,6 +34,10 @@ T = TypeVar("T")
 BATCH = 200
 # Routing batches whose records may await the broker's acknowledgement while the next is routed.
 ROUTE_DEPTH = 2
+# Records "flow" while the next one arrives within this long of the step finishing the previous
+# batch: only then does a step's linger hold a batch open for more. After a longer pause, a record
+# goes at once.
+FLOWING_S = 0.1
 RETRY_FOR_S = 30.0
 
 _TRANSIENT_NAMES = {"OperationalError", "InterfaceError", "DisconnectionError", "KafkaTimeoutError"}
@@ -75,7 +79,9 @@ async def each_batch(
     A reader task moves records from the stream into a queue of ``size`` (so a backlog waits in
     Kafka, not in memory); the step takes the first record waiting and whatever else is already
     there, after ``linger`` seconds when the step asks for it. No timer polls for a batch while the
-    stream is idle (faust's ``take`` wakes every ``within`` seconds even then).
+    stream is idle (faust's ``take`` wakes every ``within`` seconds even then). The linger applies
+    only while records flow (one arrived within ``FLOWING_S`` of the previous batch being handled):
+    a record after a pause is handed over at once.
 
     ``handle`` may return a *settle* awaitable: the rest of the batch's work that only waits (for
     the broker to acknowledge what the step produced). At most ``depth`` batches are in flight —
@@ -102,6 +108,8 @@ async def each_batch(
                 await source.ack(event)
 
     reader = asyncio.ensure_future(read())
+    loop = asyncio.get_running_loop()
+    handled_at = float("-inf")  # when the step last finished handling a batch
     try:
         while True:
             first = asyncio.ensure_future(queue.get())
@@ -115,13 +123,15 @@ async def each_batch(
                 reader.result()
                 return
             events = [first.result()]
-            if linger and queue.qsize() < size - 1:
+            flowing = loop.time() - handled_at < FLOWING_S
+            if linger and flowing and queue.qsize() < size - 1:
                 # Records are flowing: give the next few a moment to join this batch (one
-                # transaction and one broker round trip for all of them). Idle, nothing waits.
+                # transaction and one broker round trip for all of them). After a pause, nothing waits.
                 await asyncio.sleep(linger)
             while len(events) < size and not queue.empty():
                 events.append(queue.get_nowait())
             settle = await handle(events)
+            handled_at = loop.time()
             if settle is None:
                 await ack_settled(0)
                 for event in events:

@@ -156,3 +156,30 @@ async def test_a_settle_that_fails_stops_the_step_with_its_batch_unacked() -> No
     with pytest.raises(RuntimeError, match="broker gone"):
         await asyncio.wait_for(step, 2)
     assert stream.acked == []
+
+
+async def test_a_lone_record_goes_at_once_and_flowing_records_linger_together() -> None:
+    stream = _Stream()
+    handled: list[tuple[float, list[int]]] = []
+    loop = asyncio.get_running_loop()
+
+    async def handle(events: list[int]) -> None:
+        handled.append((loop.time(), events))
+
+    step = asyncio.ensure_future(each_batch(cast(Any, stream), cast(Any, handle), linger=0.3))
+    sent = loop.time()
+    await stream.incoming.put(1)  # after a pause (the step just started): no linger
+    await _until(lambda: len(handled) == 1)
+    assert handled[0][0] - sent < 0.2
+    await stream.incoming.put(2)  # right behind it: records flow, the batch lingers for more
+    await asyncio.sleep(0.05)
+    await stream.incoming.put(3)
+    await _until(lambda: len(handled) == 2)
+    assert handled[1][1] == [2, 3]
+    await asyncio.sleep(0.4)  # a pause again
+    sent = loop.time()
+    await stream.incoming.put(4)
+    await _until(lambda: len(handled) == 3)
+    assert handled[2][0] - sent < 0.2 and handled[2][1] == [4]
+    await stream.incoming.put(None)
+    await step
