@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -103,10 +104,21 @@ api_clients = sa.Table(
 )
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# JSON columns through orjson rather than the json module: the routing step writes several per
+# delivery (categories, reasons, escalation chain, consent ids).
+_JSON = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+
+
 def make_engine(url: str, echo: bool = False) -> sa.Engine:
     """One engine per process; SQLite gets WAL so the API reads while the worker writes."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}, **_JSON
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -116,7 +128,7 @@ def make_engine(url: str, echo: bool = False) -> sa.Engine:
             cur.close()
 
         return engine
-    engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10)
+    engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=10, **_JSON)
     _ping_when_idle(engine)
     _refuse_aborted_commits(engine)
     return engine
