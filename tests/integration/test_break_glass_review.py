@@ -5,16 +5,14 @@ dashboard shows the uses and the share reviewed (DESIGN §3)."""
 from __future__ import annotations
 
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.hub import RunningHub, sample, with_new_message_id
+from tests.support.hub import RunningHub, new_student, sample, wait_for
 from tests.support.staff import add_users, staff_client
 
 HOTLINE = "district-centre"  # the 知心365 hotline sends the crisis sample
@@ -36,31 +34,13 @@ class World:
     clients: dict[str, httpx.Client]
 
 
-def wait_for(what: str, probe: Callable[[], Any], hub: RunningHub, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{hub.worker_logs()}")
-
-
-def crisis_referral() -> dict[str, Any]:
-    bundle = with_new_message_id(sample("referral-hotline-crisis-camhs.json"))
-    for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Patient":
-            entry["resource"]["identifier"][0]["value"] = "psn:k1:" + uuid.uuid4().hex[:16].upper()
-    return bundle
-
-
 @pytest.fixture(scope="module")
 def world(hub: RunningHub) -> Iterator[World]:
     add_users(hub, USERS)
     clients = {username: staff_client(hub, username) for username, _, _ in USERS}
     referral_ids = []
     for _ in range(USES):
-        answer = hub.submit(HOTLINE, crisis_referral())
+        answer = hub.submit(HOTLINE, new_student(sample("referral-hotline-crisis-camhs.json")))
         assert answer.status_code == 202, answer.text
         referral_ids.append(answer.json()["referral_id"])
     found: dict[str, dict[str, Any]] = {}
@@ -200,7 +180,7 @@ def test_the_dashboard_shows_uses_and_the_share_reviewed(world: World) -> None:
 
 def test_the_review_page_in_chinese_and_english(hub: RunningHub, world: World) -> None:
     # A fresh use to review through the page's form.
-    answer = hub.submit(HOTLINE, crisis_referral())
+    answer = hub.submit(HOTLINE, new_student(sample("referral-hotline-crisis-camhs.json")))
     assert answer.status_code == 202, answer.text
     referral_id = answer.json()["referral_id"]
     supervisor = world.clients["h.supervisor"]

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.hub import REPO, RunningHub, make_hub, sample, with_new_message_id
+from tests.support.hub import REPO, RunningHub, make_hub, new_student, sample, wait_for
 
 SCHOOL = "school-songjiang-no2-middle"
 FEEDBACK = "seen twice; plan agreed with school"
@@ -65,26 +65,6 @@ def drill(
         yield running
     finally:
         running.stop_all()
-
-
-def wait_for(what: str, probe: Callable[[], Any], hub: RunningHub, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{hub.worker_logs()}")
-
-
-def new_student(bundle: dict[str, Any]) -> dict[str, Any]:
-    """A copy about another student, so consent changes in one test cannot touch another's."""
-    copy = with_new_message_id(bundle)
-    for entry in copy["entry"]:
-        res = entry["resource"]
-        if res["resourceType"] == "Patient":
-            res["identifier"][0]["value"] = "psn:k1:" + uuid.uuid4().hex[:16].upper()
-    return copy
 
 
 def move(hub: RunningHub, org: str, task_id: str, status: str, **extra: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,3 +230,24 @@ def make_hub(
                 )
     hub.wait_api()
     return hub
+
+
+def wait_for(what: str, probe: Callable[[], Any], hub: RunningHub, timeout: float = 60) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with the workers' logs otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}\n{hub.worker_logs()}")
+
+
+def new_student(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A copy about another student, so consent changes in one test cannot touch another's."""
+    copy = with_new_message_id(bundle)
+    for entry in copy["entry"]:
+        res = entry["resource"]
+        if res["resourceType"] == "Patient":
+            res["identifier"][0]["value"] = "psn:k1:" + uuid.uuid4().hex[:16].upper()
+    return copy
